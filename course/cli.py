@@ -1,0 +1,116 @@
+"""The ``course`` command line.
+
+    course demo                      run notebook 01's reference (fast mode), grade it and the blank
+                                     student notebook, print both scores
+    course grade NOTEBOOK [--json F] [--results-json F] [--exercise NAME] [--seed N]
+    course release                   regenerate notebooks/ from solutions/ (nbgrader)
+    course run NOTEBOOK [--full]     execute a notebook in a Jupyter kernel
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from course.release import NOTEBOOKS, ROOT, SOLUTIONS
+
+
+def cmd_grade(args) -> int:
+    from grader.engine.grade import GraderError, grade_notebook
+    from grader.engine.report import format_table, to_gradescope, write_json
+
+    try:
+        report = grade_notebook(args.notebook, exercise=args.exercise, seed=args.seed,
+                                notebook_id=args.notebook_id, budget_s=args.budget)
+    except GraderError as exc:
+        print(f"course grade: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(format_table(report, verbose=not args.quiet))
+    if args.json:
+        write_json(report, args.json)
+    if args.results_json:
+        write_json(to_gradescope(report), args.results_json)
+    return 0
+
+
+def cmd_release(args) -> int:
+    from course.release import release
+
+    release(Path(args.out), only=args.only)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from course.execute import execute_notebook
+
+    seconds = execute_notebook(args.notebook, fast=not args.full, output=args.output)
+    print(f"{args.notebook}: ran in {seconds:.1f} s ({'full' if args.full else 'fast'} mode)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """The whole loop at once, on built-in defaults."""
+    import tempfile
+
+    from course.execute import execute_notebook
+    from grader.engine.grade import grade_notebook
+    from grader.engine.report import format_table
+
+    solution = SOLUTIONS / "01_toy_flows.ipynb"
+    student = NOTEBOOKS / "01_toy_flows.ipynb"
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"1. Running the reference notebook {solution.relative_to(ROOT)} in fast mode ...", flush=True)
+        seconds = execute_notebook(solution, fast=True, output=Path(tmp) / "executed.ipynb")
+        print(f"   ran in {seconds:.1f} s\n")
+    print("2. Grading the reference solution (hidden tests, sandboxed) ...", flush=True)
+    ref = grade_notebook(solution)
+    print(format_table(ref, verbose=False) + "\n")
+    print(f"3. Grading the blank student notebook {student.relative_to(ROOT)} ...", flush=True)
+    blank = grade_notebook(student)
+    print(format_table(blank, verbose=False) + "\n")
+    print(f"Reference: {ref['score']:g}/{ref['max_score']:g}   Blank student notebook: "
+          f"{blank['score']:g}/{blank['max_score']:g}")
+    print("Next: open notebooks/01_toy_flows.ipynb in Jupyter (jupyter lab notebooks/), answer, then\n"
+          "      course grade notebooks/01_toy_flows.ipynb")
+    ok = ref["score"] == ref["max_score"] and blank["score"] == 0
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="course", description="Diffusion & flow models, by doing.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("grade", help="grade a notebook with the hidden tests")
+    p.add_argument("notebook")
+    p.add_argument("--json", help="write the report as JSON here")
+    p.add_argument("--results-json", help="write Gradescope's results.json here")
+    p.add_argument("--exercise", help="grade only this exercise")
+    p.add_argument("--seed", type=int, help="seed of the hidden tests' random inputs (default: random)")
+    p.add_argument("--notebook-id", help="which course notebook this is, if its name does not say")
+    p.add_argument("--budget", type=float, default=300.0, help="seconds for the whole notebook (default 300)")
+    p.add_argument("--quiet", action="store_true", help="scores only, no feedback")
+    p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("release", help="generate notebooks/ from solutions/ with nbgrader")
+    p.add_argument("--out", default=str(NOTEBOOKS))
+    p.add_argument("--only", action="append", help="release only this notebook id (repeatable)")
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("run", help="execute a notebook in a Jupyter kernel")
+    p.add_argument("notebook")
+    p.add_argument("--full", action="store_true", help="full budgets (default: fast mode)")
+    p.add_argument("--output", help="save the executed notebook here")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="run, grade and score notebook 01 end to end")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Given networks: a time-conditioned MLP for 2D flows, scores and noise predictors."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from course.embedding import timestep_embedding
+
+
+def as_time_batch(t, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """Broadcast a float, a 0-dim tensor or a (B,) tensor of times to a float tensor (B,)."""
+    t = torch.as_tensor(t, device=like.device)
+    if t.dim() == 0:
+        t = t.expand(batch)
+    return t.to(like.dtype).reshape(batch)
+
+
+class TimeMLP(nn.Module):
+    """MLP on [x, embed(t), embed(y)] -> output with x's shape.
+
+    ``t`` may be a float, a 0-dim tensor or (B,); discrete steps and continuous times both work:
+    set ``time_scale`` so that the times times ``time_scale`` span about 0..1000 (1000 for t in
+    [0, 1], 1 for integer steps 0..999). ``n_classes`` adds a label embedding with one extra
+    row, index ``n_classes``, for the "no label" of classifier-free guidance.
+    """
+
+    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, emb_dim: int = 32,
+                 time_scale: float = 1.0, n_classes: int | None = None, out_dim: int | None = None):
+        super().__init__()
+        self.emb_dim = emb_dim
+        self.time_scale = time_scale
+        self.n_classes = n_classes
+        self.label_emb = nn.Embedding(n_classes + 1, emb_dim) if n_classes else None
+        layers: list[nn.Module] = [nn.Linear(dim + emb_dim, hidden), nn.SiLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Linear(hidden, hidden), nn.SiLU()]
+        layers.append(nn.Linear(hidden, out_dim or dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
+        t = as_time_batch(t, x.shape[0], x)
+        emb = timestep_embedding(t * self.time_scale, self.emb_dim).to(x.dtype)  # (B, emb_dim)
+        if self.label_emb is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), self.n_classes, device=x.device, dtype=torch.long)
+            emb = emb + self.label_emb(y)
+        return self.net(torch.cat([x, emb], dim=-1))

@@ -1,0 +1,1 @@
+"""The grading engine: sandboxed execution, comparison, feedback, scoring and reports."""

@@ -1,0 +1,121 @@
+"""Reading a submitted notebook: which cells the grader runs, and a static look at each answer.
+
+The grader runs, in notebook order, only
+- the ``setup`` cell(s) (nbgrader grade_id starting with "setup": imports and given code), and
+- each exercise's solution cell (nbgrader grade_id == the exercise name).
+Demos, training runs, plots and the learner's own extra cells are *not* run, so grading is fast
+and a slow experiment cannot cost marks. Helpers an answer needs belong inside its cell.
+"""
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from grader.engine.registry import NOTEBOOK_ID
+from grader.engine.submission import Cell
+
+
+class NotANotebook(ValueError):
+    """The file cannot be graded at all (missing, not JSON, not a notebook)."""
+
+
+@dataclass
+class ParsedNotebook:
+    id: str | None
+    cells: list[Cell]
+    solution_sources: dict[str, str] = field(default_factory=dict)  # exercise -> source
+
+
+def _grade_id(cell) -> str | None:
+    return (cell.get("metadata", {}).get("nbgrader") or {}).get("grade_id")
+
+
+def read_notebook(path: str | Path) -> nbformat.NotebookNode:
+    path = Path(path)
+    if not path.is_file():
+        raise NotANotebook(f"no such file: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise NotANotebook(f"{path} is not a notebook (not valid JSON: {exc})") from None
+    if not isinstance(raw, dict) or "cells" not in raw or "nbformat" not in raw:
+        raise NotANotebook(f"{path} is not a Jupyter notebook (no cells)")
+    try:
+        return nbformat.reads(json.dumps(raw), as_version=4)
+    except Exception as exc:  # nbformat raises several kinds
+        raise NotANotebook(f"{path} is not a readable Jupyter notebook: {exc}") from None
+
+
+def notebook_id(nb: nbformat.NotebookNode, path: str | Path) -> str | None:
+    """From the notebook's ``course.notebook`` metadata, else from its file name (``01_toy_flows*``)."""
+    meta = (nb.get("metadata") or {}).get("course") or {}
+    if isinstance(meta, dict) and isinstance(meta.get("notebook"), str) and NOTEBOOK_ID.match(meta["notebook"]):
+        return meta["notebook"]
+    stem = Path(path).stem
+    for n in range(len(stem), 3, -1):
+        if NOTEBOOK_ID.match(stem[:n]):
+            return stem[:n]
+    return None
+
+
+def parse(path: str | Path, exercises) -> ParsedNotebook:
+    nb = read_notebook(path)
+    cells, sources = [], {}
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        gid = _grade_id(cell)
+        if gid is None:
+            continue
+        if gid.startswith("setup") or gid in exercises:
+            cells.append(Cell(gid, cell.source))
+            if gid in exercises:
+                sources[gid] = cell.source
+    return ParsedNotebook(notebook_id(nb, path), cells, sources)
+
+
+def parse_with_id(path, exercises_for):
+    """Parse once the notebook id is known: ``exercises_for(id) -> names``."""
+    nb = read_notebook(path)
+    nid = notebook_id(nb, path)
+    return parse(path, exercises_for(nid) if nid else ())
+
+
+def library_use(source: str, exercise: str) -> str | None:
+    """Does this answer take ``exercise`` from the course library? Return the offending text.
+
+    Catches ``from course... import <exercise>`` and ``<alias of a course module>.<exercise>``,
+    whatever the alias. (The sandbox also watches, at run time, for calls into the library's
+    implementation by any other route.)
+    """
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        tree = ast.parse(TransformerManager().transform_cell(source))
+    except SyntaxError:
+        return None
+    course_aliases = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "course" or alias.name.startswith("course."):
+                    course_aliases.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.module and (
+                node.module == "course" or node.module.startswith("course.")):
+            for alias in node.names:
+                if alias.name == exercise:
+                    return f"from {node.module} import {exercise}"
+                course_aliases.add(alias.asname or alias.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == exercise:
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in course_aliases:
+                return ast.unparse(node)
+    return None

@@ -1,0 +1,155 @@
+"""The sandbox worker: runs the learner's cells and answers calls, inside the limits.
+
+Started by the supervisor (already isolated, limited and unprivileged), it reads request frames
+from one pipe and writes reply frames to another. Everything it sends back is plain data (see
+codec); the grader decides what is right. Requests:
+
+- ``{"op": "hello", "module": M}``: import the notebook's public module M (factories, probes).
+- ``{"op": "run_cell", "id": ..., "source": ...}``: execute one cell in an IPython shell.
+- ``{"op": "call", "name": ..., "args": ..., "kwargs": ..., "forbid": [...]}``: call a learner function.
+- ``{"op": "probe", "name": ..., ...}``: call ``M.<name>(namespace, *args, **kwargs)``.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import traceback
+
+MAX_TRACEBACK = 4000
+
+
+def _format_exception(exc: BaseException) -> str:
+    """The traceback with the engine's own frames removed, cut to MAX_TRACEBACK characters."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "grader/engine" not in f.filename.replace(os.sep, "/")]
+    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+    text = "".join(lines)
+    return text if len(text) <= MAX_TRACEBACK else "...\n" + text[-MAX_TRACEBACK:]
+
+
+class Worker:
+    def __init__(self, req_fd: int, resp_fd: int):
+        from grader.engine import codec, protocol
+
+        self.codec, self.protocol = codec, protocol
+        self.req_fd, self.resp_fd = req_fd, resp_fd
+        self.module = None
+        self.shell = None
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def reply(self, message: dict) -> None:
+        """Send a JSON envelope; a returned value inside it is already codec-encoded."""
+        self.protocol.write_frame(self.resp_fd, json.dumps(message).encode("utf-8"))
+
+    def serve(self) -> None:
+        while True:
+            try:
+                request = json.loads(self.protocol.read_frame(self.req_fd).decode("utf-8"))
+            except self.protocol.ChannelClosed:
+                return
+            op = request.get("op")
+            handler = getattr(self, f"op_{op}", None)
+            if handler is None:
+                self.reply({"ok": False, "kind": "internal", "message": f"unknown op {op!r}"})
+                continue
+            self.reply(handler(request))
+
+    # -- operations ----------------------------------------------------------------------------
+    def op_hello(self, request: dict) -> dict:
+        import torch
+        from IPython.core.interactiveshell import InteractiveShell
+
+        torch.set_num_threads(1)
+        self.shell = InteractiveShell.instance(history_length=0, colors="NoColor")
+        self.shell.history_manager.enabled = False
+        self.module = importlib.import_module(request["module"]) if request.get("module") else None
+        return {"ok": True, "pid": os.getpid(), "uid": os.getuid()}
+
+    def op_run_cell(self, request: dict) -> dict:
+        result = self.shell.run_cell(request["source"], store_history=False, silent=False)
+        sys.stdout.flush()
+        error = result.error_before_exec or result.error_in_exec
+        if error is None:
+            return {"ok": True}
+        return {"ok": False, "kind": "exception", "exc_type": type(error).__name__,
+                "message": str(error)[:500], "traceback": _format_exception(error)}
+
+    def _resolve(self, kind, payload):
+        if kind == "learner":
+            if payload not in self.shell.user_ns:
+                raise NameError(f"name {payload!r} is not defined")
+            return self.shell.user_ns[payload]
+        factory, args, kwargs = payload
+        return getattr(self.module, factory)(*args, **kwargs)
+
+    def _forbidden_codes(self, specs) -> dict:
+        codes = {}
+        for spec in specs or []:
+            module_name, _, qualname = spec.partition(":")
+            try:
+                obj = importlib.import_module(module_name)
+                for part in qualname.split("."):
+                    obj = getattr(obj, part)
+                code = getattr(obj, "__code__", None) or getattr(getattr(obj, "forward", None), "__code__", None)
+                if code is not None:
+                    codes[code] = spec
+            except Exception:  # the library moved: nothing to watch
+                pass
+        return codes
+
+    def _invoke(self, request: dict, fn) -> dict:
+        codes = self._forbidden_codes(request.get("forbid"))
+        hit: list[str] = []
+
+        def profiler(frame, event, arg):
+            if event == "call" and frame.f_code in codes:
+                hit.append(codes[frame.f_code])
+
+        try:
+            args = self.codec.decode(request.get("args", []), resolve=self._resolve)
+            kwargs = self.codec.decode(request.get("kwargs", {"__dict__": []}), resolve=self._resolve)
+        except NameError as exc:
+            return {"ok": False, "kind": "missing", "message": str(exc)}
+        try:
+            if codes:
+                sys.setprofile(profiler)
+            try:
+                value = fn(*args, **kwargs)
+            finally:
+                sys.setprofile(None)
+        except NotImplementedError as exc:
+            return {"ok": False, "kind": "notimplemented", "message": str(exc),
+                    "traceback": _format_exception(exc)}
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt included
+            return {"ok": False, "kind": "exception", "exc_type": type(exc).__name__,
+                    "message": str(exc)[:500], "traceback": _format_exception(exc)}
+        if hit:
+            return {"ok": False, "kind": "library", "message": hit[0]}
+        try:
+            encoded = self.codec.encode(value)
+        except self.codec.EncodeError as exc:
+            return {"ok": False, "kind": "badtype", "message": str(exc)}
+        return {"ok": True, "value": encoded}
+
+    def op_call(self, request: dict) -> dict:
+        name = request["name"]
+        if name not in self.shell.user_ns:
+            return {"ok": False, "kind": "missing", "message": f"name {name!r} is not defined"}
+        return self._invoke(request, self.shell.user_ns[name])
+
+    def op_probe(self, request: dict) -> dict:
+        probe = getattr(self.module, request["name"])
+        return self._invoke(request, lambda *a, **k: probe(self.shell.user_ns, *a, **k))
+
+
+def main() -> None:
+    req_fd, resp_fd = int(sys.argv[1]), int(sys.argv[2])
+    os.set_inheritable(req_fd, False)
+    os.set_inheritable(resp_fd, False)
+    Worker(req_fd, resp_fd).serve()
+
+
+if __name__ == "__main__":
+    main()

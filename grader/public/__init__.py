@@ -1,0 +1,1 @@
+"""Public checks and argument factories, one module per notebook (shipped to students)."""

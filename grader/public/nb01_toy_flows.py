@@ -1,0 +1,170 @@
+"""Notebook 01 (toy flows): its manifest, the argument factories, and the public checks.
+
+Factories run inside the sandbox (they build the vector fields and maps handed to the learner's
+functions) and in the grader (to compute the expected answers), so both sides use one definition.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from course import flows, ode
+from grader.engine.api import Hint, Ref, expect, expect_close, expect_scalar, exercise
+
+EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
+    "euler_step": 1,
+    "heun_step": 1,
+    "rk4_step": 2,
+    "integrate": 2,
+    "convergence_order": 1,
+    "divergence": 2,
+    "jacobian_logdet": 2,
+    "pushforward_log_prob": 2,
+}
+
+LIBRARY = {  # the course library's implementation of each exercise (calling it scores zero)
+    "euler_step": "course.ode:euler_step",
+    "heun_step": "course.ode:heun_step",
+    "rk4_step": "course.ode:rk4_step",
+    "integrate": "course.ode:integrate",
+    "convergence_order": "course.ode:convergence_order",
+    "divergence": "course.flows:divergence",
+    "jacobian_logdet": "course.flows:jacobian_logdet",
+    "pushforward_log_prob": "course.flows:pushforward_log_prob",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Factories: vector fields f(x, t), maps g(x), log densities
+# ---------------------------------------------------------------------------------------------
+def rotation(omega: float = 1.0):
+    """f(x, t) = omega (-x2, x1): circles around the origin."""
+    return lambda x, t: omega * torch.stack([-x[:, 1], x[:, 0]], dim=1)
+
+
+def linear_field(A):
+    """f(x, t) = A x, for a matrix A (d, d)."""
+    A = torch.as_tensor(A, dtype=torch.float32)
+    return lambda x, t: x @ A.T
+
+
+def tanh_field(W, b, c: float = 1.0):
+    """f(x, t) = tanh(W x + b) (1 + c t) + cos(t): nonlinear and time-dependent."""
+    W, b = torch.as_tensor(W, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
+    return lambda x, t: torch.tanh(x @ W.T + b) * (1 + c * t) + math.cos(t)
+
+
+def decay_field(k: float = 1.0):
+    """f(x, t) = -k t x, with exact solution x(t) = x0 exp(-k t^2 / 2)."""
+    return lambda x, t: -k * t * x
+
+
+def linear_in_time(a: float, b: float):
+    """f(x, t) = a + b t in every coordinate."""
+    return lambda x, t: torch.full_like(x, a + b * t)
+
+
+def affine_map(A, b):
+    """g(x) = A x + b."""
+    A, b = torch.as_tensor(A, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
+    return lambda x: x @ A.T + b
+
+
+def planar_map(u, w, b: float):
+    """g(x) = x + u tanh(w . x + b) (Rezende & Mohamed 2015's planar flow)."""
+    u, w = torch.as_tensor(u, dtype=torch.float32), torch.as_tensor(w, dtype=torch.float32)
+    return lambda x: x + u * torch.tanh(x @ w + b)[:, None]
+
+
+def standard_normal():
+    return flows.standard_normal_log_prob
+
+
+def step_method(name: str):
+    return {"euler": ode.euler_step, "heun": ode.heun_step, "rk4": ode.rk4_step}[name]
+
+
+def build(ref: Ref):
+    """The grader's own copy of what a Ref builds inside the sandbox."""
+    return globals()[ref.factory](*ref.args, **ref.kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public checks (also part of grading)
+# ---------------------------------------------------------------------------------------------
+X3 = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.5]])
+
+
+@exercise("euler_step")
+def test_euler_step_rotation(sub, rng):
+    """euler_step on a rotation field"""
+    got = sub.call("euler_step", Ref("rotation", 2.0), X3, 0.0, 0.1)
+    expected = X3 + 0.1 * 2.0 * torch.stack([-X3[:, 1], X3[:, 0]], 1)
+    expect_close(got, expected, "euler_step(f, x, t=0.0, dt=0.1)",
+                 hints=[Hint(0.1 * 2.0 * torch.stack([-X3[:, 1], X3[:, 0]], 1),
+                             "you returned dt f(x, t) alone: the step must add it to x.")])
+
+
+@exercise("heun_step")
+def test_heun_step_decay(sub, rng):
+    """heun_step on dx/dt = -t x"""
+    field = decay_field(1.0)
+    got = sub.call("heun_step", Ref("decay_field", 1.0), X3, 0.5, 0.2)
+    expect_close(got, ode.heun_step(field, X3, 0.5, 0.2), "heun_step(f, x, t=0.5, dt=0.2)")
+
+
+@exercise("rk4_step")
+def test_rk4_step_decay(sub, rng):
+    """rk4_step on dx/dt = -t x"""
+    got = sub.call("rk4_step", Ref("decay_field", 1.0), X3, 0.5, 0.2)
+    expect_close(got, ode.rk4_step(decay_field(1.0), X3, 0.5, 0.2), "rk4_step(f, x, t=0.5, dt=0.2)")
+
+
+@exercise("integrate")
+def test_integrate_shape_and_start(sub, rng):
+    """integrate returns the whole path, x0 first"""
+    got = sub.call("integrate", Ref("rotation", 1.0), X3, 0.0, 1.0, 4, step=Ref("step_method", "euler"))
+    expect(hasattr(got, "shape") and tuple(got.shape) == (5, 3, 2),
+           f"integrate(f, x0, 0, 1, n_steps=4) should return a path of shape (5, 3, 2) "
+           f"(n_steps + 1 points, x0 included); got {tuple(getattr(got, 'shape', ())) or type(got).__name__}.")
+    expect_close(got[0], X3, "the first point of the path (it should be x0)")
+
+
+@exercise("convergence_order")
+def test_convergence_order_exact_power(sub, rng):
+    """convergence_order on errors exactly C h^3"""
+    hs = [0.1, 0.05, 0.025, 0.0125]
+    got = sub.call("convergence_order", hs, [2.0 * h ** 3 for h in hs])
+    expect_scalar(got, 3.0, "convergence_order(h, 2 h^3)", rtol=1e-3)
+
+
+@exercise("divergence")
+def test_divergence_linear(sub, rng):
+    """divergence of a linear field is the trace of its matrix"""
+    A = [[1.0, 2.0], [3.0, -4.0]]
+    got = sub.call("divergence", Ref("linear_field", A), X3, 0.0)
+    expect_close(got, torch.full((3,), -3.0), "divergence(f, x, t) for f(x) = A x",
+                 hints=[Hint(torch.full((3,), 2.0), "you summed every entry of the Jacobian; "
+                                                    "the divergence is its trace (diagonal only).")])
+
+
+@exercise("jacobian_logdet")
+def test_jacobian_logdet_affine(sub, rng):
+    """log |det| of an affine map is log |det A| for every sample"""
+    A = [[2.0, 1.0], [0.5, -1.0]]  # det = -2.5
+    got = sub.call("jacobian_logdet", Ref("affine_map", A, [0.0, 1.0]), X3)
+    expect_close(got, torch.full((3,), math.log(2.5)), "jacobian_logdet(g, x) for g(x) = A x + b",
+                 hints=[Hint(torch.full((3,), -2.5), "you returned the determinant: take log |det|.")])
+
+
+@exercise("pushforward_log_prob")
+def test_pushforward_scaling(sub, rng):
+    """a standard normal scaled by 2 has log density log N(y/2) - 2 log 2"""
+    got = sub.call("pushforward_log_prob", X3, Ref("affine_map", [[0.5, 0.0], [0.0, 0.5]], [0.0, 0.0]),
+                   Ref("standard_normal"))
+    expected = flows.standard_normal_log_prob(X3 / 2) - 2 * math.log(2)
+    expect_close(got, expected, "pushforward_log_prob(y, g_inverse, base_log_prob)",
+                 hints=[Hint(flows.standard_normal_log_prob(X3 / 2) + 2 * math.log(2),
+                             "the log-determinant has the wrong sign: use the Jacobian of g_inverse at y, "
+                             "and add it.")])

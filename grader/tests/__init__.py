@@ -1,0 +1,1 @@
+"""Hidden tests, one module per notebook (never shipped to students)."""
