@@ -5,6 +5,13 @@
     course grade NOTEBOOK [--json F] [--results-json F] [--exercise NAME] [--seed N]
     course release                   regenerate notebooks/ from solutions/ (nbgrader)
     course run NOTEBOOK [--full]     execute a notebook in a Jupyter kernel
+
+  instructor (docs/INSTRUCTOR.md):
+    course init-class DIR            an nbgrader course directory from solutions/
+    course autograde DIR [--assignment A] [--workers N]   grade submitted/ in the sandbox, into the gradebook
+    course bundle OUT                what students receive: notebooks, library, public tests only
+  learner:
+    course progress [--dir notebooks]  every notebook's exercises and their current scores
 """
 from __future__ import annotations
 
@@ -76,6 +83,47 @@ def cmd_demo(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_init_class(args) -> int:
+    from course.classroom import init_class
+
+    init_class(Path(args.dir), solutions_dir=Path(args.solutions), only=args.only, duedate=args.duedate,
+               late_penalty=args.late_penalty)
+    return 0
+
+
+def cmd_autograde(args) -> int:
+    from course.autograde import Options, autograde
+
+    limits = {}
+    if args.call_timeout:
+        limits["call_timeout"] = args.call_timeout
+    if args.cell_timeout:
+        limits["cell_timeout"] = args.cell_timeout
+    if args.memory_mb:
+        limits["memory_mb"] = args.memory_mb
+    opts = Options(budget_s=args.budget, limits=limits, seed=args.seed, results_json=args.results_json,
+                   force=args.force)
+    rows = autograde(Path(args.dir), assignment=args.assignment, workers=args.workers, opts=opts,
+                     csv_path=args.csv)
+    return 0 if not any(r["report"].get("grader_failure") for r in rows) else 1
+
+
+def cmd_bundle(args) -> int:
+    from course.bundle import build_bundle
+
+    out = build_bundle(Path(args.out), force=args.force)
+    print(f"student bundle written to {out}")
+    return 0
+
+
+def cmd_progress(args) -> int:
+    from course.progress import format_progress, progress
+
+    rows = progress(Path(args.dir), only=args.only, budget_s=args.budget)
+    print(format_progress(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="course", description="Diffusion & flow models, by doing.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +149,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="full budgets (default: fast mode)")
     p.add_argument("--output", help="save the executed notebook here")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("init-class", help="create an nbgrader course directory from solutions/")
+    p.add_argument("dir")
+    p.add_argument("--solutions", default=str(SOLUTIONS), help="where the source notebooks are")
+    p.add_argument("--only", action="append", help="only this notebook id (repeatable)")
+    p.add_argument("--duedate", help="due date of every assignment, e.g. '2026-03-01 17:00:00 UTC'")
+    p.add_argument("--late-penalty", choices=("none", "zero"), default="none",
+                   help="nbgrader's LateSubmissionPlugin.penalty_method (default none: record only)")
+    p.set_defaults(func=cmd_init_class)
+
+    p = sub.add_parser("autograde", help="grade every submission of a course directory (sandboxed, parallel)")
+    p.add_argument("dir")
+    p.add_argument("--assignment", help="only this assignment")
+    p.add_argument("--workers", type=int, default=2, help="grading processes at a time (default 2)")
+    p.add_argument("--budget", type=float, default=300.0, help="seconds per notebook (default 300)")
+    p.add_argument("--call-timeout", type=float, help="seconds per call of the learner's code (default 20)")
+    p.add_argument("--cell-timeout", type=float, help="seconds per notebook cell (default 30)")
+    p.add_argument("--memory-mb", type=int, help="address-space limit of the learner's process (default 3072)")
+    p.add_argument("--seed", type=int, help="seed of the hidden tests' inputs (default: random per submission)")
+    p.add_argument("--results-json", action="store_true", help="also write Gradescope results.json files")
+    p.add_argument("--csv", help="the class CSV (default DIR/grades.csv)")
+    p.add_argument("--force", action="store_true", help="regrade unchanged submissions too")
+    p.set_defaults(func=cmd_autograde)
+
+    p = sub.add_parser("bundle", help="build what students receive (no solutions, no hidden tests)")
+    p.add_argument("out")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_bundle)
+
+    p = sub.add_parser("progress", help="your current score on every notebook's exercises")
+    p.add_argument("--dir", default=str(NOTEBOOKS), help="your notebooks (default notebooks/)")
+    p.add_argument("--only", action="append", help="only this notebook id (repeatable)")
+    p.add_argument("--budget", type=float, default=120.0, help="seconds per notebook")
+    p.set_defaults(func=cmd_progress)
 
     p = sub.add_parser("demo", help="run, grade and score notebook 01 end to end")
     p.set_defaults(func=cmd_demo)

@@ -1,0 +1,336 @@
+"""Batch autograding of a class: every ``submitted/<student>/<assignment>/`` of a course directory.
+
+For each submission, in parallel (one grading *process* per submission, ``workers`` at a time):
+
+1. the notebook is graded by the grader engine (``grade_notebook``) in its own process; the
+   learner's code runs in the engine's sandbox with :class:`Policy` ``hidden`` covering the course
+   directory's secrets (source/, release/, submitted/ (other students), autograded/, feedback/,
+   gradebook.db) and the repository's (solutions/, grader/tests/, tests/, .git);
+2. the report is written atomically to ``autograded/<student>/<assignment>/grader-report.json``
+   with the sha256 of what was graded (notebook and timestamp), *before* any database write;
+3. the main process alone writes the gradebook (nbgrader's API, idempotent upserts), then the
+   feedback, the optional Gradescope ``results.json``, and at the end the class CSV.
+
+A rerun reuses every report whose input is unchanged (``force`` regrades), so an interrupted run
+loses nothing and duplicates nothing. A grading process that crashes or overruns its wall-clock
+limit is killed; its submission is recorded as an error with zero and regraded by the next run.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from course.classroom import atomic_write, load_config, record_grades, write_feedback
+from course.release import ROOT
+
+REPORT_FILE = "grader-report.json"
+HIDDEN_IN_COURSE = ("source", "release", "submitted", "autograded", "feedback", "exchange",
+                    "gradebook.db", "gradebook.db-journal", "nbgrader_config.py")
+HIDDEN_IN_REPO = ("solutions", "grader/tests", "tests", ".git", "course-class")
+
+
+@dataclass
+class Submission:
+    student: str
+    assignment: str
+    folder: Path
+    notebook: Path | None  # None: no notebook handed in
+    timestamp: str | None  # nbgrader's timestamp.txt, as written
+
+    def input_hash(self) -> str:
+        h = hashlib.sha256()
+        h.update((self.timestamp or "").encode())
+        h.update(b"\0")
+        if self.notebook is not None and self.notebook.is_file():
+            h.update(self.notebook.read_bytes())
+        return h.hexdigest()
+
+
+@dataclass
+class Options:
+    budget_s: float = 300.0  # the engine's budget for one notebook
+    limits: dict = field(default_factory=dict)  # overrides of grader.engine.sandbox.Limits
+    seed: int | None = None
+    isolate: bool = True
+    wall_s: float | None = None  # kill a grading process after this (default budget + 120 s)
+    results_json: bool = False  # Gradescope results.json per submission
+    force: bool = False  # regrade even unchanged submissions
+
+
+# ------------------------------------------------------------------------------------------------
+# Discovery and the sandbox policy
+# ------------------------------------------------------------------------------------------------
+def find_submissions(course_dir: Path, assignment: str | None = None) -> list[Submission]:
+    """Every ``submitted/<student>/<assignment>/``, sorted by student then assignment."""
+    course_dir = Path(course_dir)
+    found = []
+    for folder in sorted((course_dir / "submitted").glob("*/*")):
+        if not folder.is_dir() or (assignment and folder.name != assignment):
+            continue
+        if folder.parent.name.startswith(".") or folder.name.startswith("."):
+            continue
+        nb = folder / f"{folder.name}.ipynb"
+        if not nb.is_file():
+            others = sorted(folder.glob("*.ipynb"))
+            nb = others[0] if len(others) == 1 else None
+        stamp_file = folder / "timestamp.txt"
+        stamp = stamp_file.read_text(encoding="utf-8", errors="replace").strip() if stamp_file.is_file() else None
+        found.append(Submission(folder.parent.name, folder.name, folder, nb, stamp or None))
+    return found
+
+
+def hidden_paths(course_dir: Path) -> list[str]:
+    """What the learner's process must not see (covered by empty tmpfs as root on Linux)."""
+    course_dir = Path(course_dir).resolve()
+    paths = [course_dir / name for name in HIDDEN_IN_COURSE]
+    # anything else the instructor keeps in the course directory, unless the project lives there
+    if course_dir.is_dir():
+        for entry in course_dir.iterdir():
+            if entry not in paths and not (ROOT == entry or ROOT.is_relative_to(entry)):
+                paths.append(entry)
+    paths += [ROOT / name for name in HIDDEN_IN_REPO]
+    # an installed (non-editable) copy of the grader would carry its hidden tests along
+    for entry in sys.path:
+        tests = Path(entry or ".").resolve() / "grader" / "tests"
+        if tests.is_dir() and tests != ROOT / "grader" / "tests":
+            paths.append(tests)
+    seen, out = set(), []
+    for p in paths:
+        if str(p) not in seen:
+            seen.add(str(p))
+            out.append(str(p))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# One submission, in its own process
+# ------------------------------------------------------------------------------------------------
+def error_report(notebook_id: str, message: str) -> dict:
+    """A zero report for a submission that could not be graded at all."""
+    from grader.engine import registry
+    from grader.engine.report import build_report
+
+    try:
+        exercises = registry.spec_for(notebook_id).exercises
+    except KeyError:
+        exercises = {}
+    results = {name: {"score": 0.0, "max_score": float(points), "status": "error", "feedback": [message]}
+               for name, points in exercises.items()}
+    report = build_report(notebook_id, results)
+    report["error"] = message
+    return report
+
+
+def grade_one(notebook: str, out: str, notebook_id: str, hidden: list[str], budget_s: float,
+              limits: dict, seed: int | None, isolate: bool) -> None:
+    """Grade one notebook (runs in the grading process) and write the report atomically."""
+    from grader.engine.grade import GraderError, grade_notebook
+    from grader.engine.sandbox import Limits, Policy
+
+    t0 = time.monotonic()
+    try:
+        report = grade_notebook(notebook, seed=seed, notebook_id=notebook_id, limits=Limits(**limits),
+                                policy=Policy(isolate=isolate, hidden=hidden), budget_s=budget_s)
+    except GraderError as exc:
+        report = error_report(notebook_id, f"the notebook could not be graded: {str(exc).splitlines()[0]}")
+    report["seconds"] = round(time.monotonic() - t0, 2)
+    atomic_write(Path(out), json.dumps(report, indent=1) + "\n")
+
+
+class _Runner:
+    """Starts grading processes and kills them on overrun or interruption."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.procs: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def run(self, argv: list[str], wall_s: float) -> tuple[int | None, str]:
+        with self.lock:
+            if self.stopping:
+                return None, "interrupted"
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(ROOT))
+            self.procs.add(proc)
+        try:
+            out, _ = proc.communicate(timeout=wall_s)
+            return proc.returncode, out.decode("utf-8", errors="replace")[-2000:]
+        except subprocess.TimeoutExpired:
+            self._kill(proc)
+            proc.communicate()
+            return None, f"the grading process ran past {wall_s:g} s and was stopped"
+        finally:
+            with self.lock:
+                self.procs.discard(proc)
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)  # its sandbox supervisors die with it (PDEATHSIG)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(timeout=5)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def stop_all(self) -> None:
+        with self.lock:
+            self.stopping = True
+            procs = list(self.procs)
+        for proc in procs:
+            self._kill(proc)
+
+
+def _report_path(course_dir: Path, sub: Submission) -> Path:
+    return Path(course_dir) / "autograded" / sub.student / sub.assignment / REPORT_FILE
+
+
+def _load_report(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _grade_submission(course_dir: Path, sub: Submission, opts: Options, hidden: list[str],
+                      runner: _Runner) -> tuple[dict, bool]:
+    """(report, reused): the stored report if its input is unchanged, else a fresh grading."""
+    path = _report_path(course_dir, sub)
+    digest = sub.input_hash()
+    old = _load_report(path)
+    if old and not opts.force and old.get("input_sha256") == digest and not old.get("grader_failure"):
+        return old, True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if sub.notebook is None:
+        report = error_report(sub.assignment, f"no notebook {sub.assignment}.ipynb was handed in")
+    else:
+        tmp_out = path.with_name(f".{REPORT_FILE}.{os.getpid()}.partial")
+        tmp_out.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "course.autograde", json.dumps({
+            "notebook": str(sub.notebook), "out": str(tmp_out), "notebook_id": sub.assignment,
+            "hidden": hidden, "budget_s": opts.budget_s, "limits": opts.limits, "seed": opts.seed,
+            "isolate": opts.isolate})]
+        wall = opts.wall_s or opts.budget_s + 120.0
+        code, output = runner.run(argv, wall)
+        report = _load_report(tmp_out) if code == 0 else None
+        tmp_out.unlink(missing_ok=True)
+        if report is None:
+            detail = output.strip().splitlines()[-1] if output.strip() else f"exit status {code}"
+            report = error_report(sub.assignment, f"the grader failed on this submission ({detail}); "
+                                                  "it will be regraded by the next run")
+            report["grader_failure"] = True
+    report.update({"student": sub.student, "assignment": sub.assignment, "timestamp": sub.timestamp,
+                   "input_sha256": digest})
+    atomic_write(path, json.dumps(report, indent=1) + "\n")  # before any database write
+    if sub.notebook is not None and sub.notebook.is_file():  # for the formgrader's view
+        dest = path.with_name(sub.notebook.name)
+        if not dest.exists() or dest.read_bytes() != sub.notebook.read_bytes():
+            atomic_write(dest, sub.notebook.read_text(encoding="utf-8", errors="replace"))
+    return report, False
+
+
+# ------------------------------------------------------------------------------------------------
+# The batch
+# ------------------------------------------------------------------------------------------------
+def autograde(course_dir: Path, assignment: str | None = None, workers: int = 2, opts: Options | None = None,
+              csv_path: Path | None = None, log=print) -> list[dict]:
+    """Grade every submission of ``course_dir`` (or of one assignment); return one row per submission."""
+    from grader.engine import registry
+
+    course_dir = Path(course_dir).resolve()
+    opts = opts or Options()
+    if not (course_dir / "nbgrader_config.py").is_file():
+        raise FileNotFoundError(f"{course_dir} is not a course directory (run `course init-class` first)")
+    known = {s.id for s in registry.notebooks()}
+    subs = find_submissions(course_dir, assignment)
+    unknown = sorted({s.assignment for s in subs} - known)
+    if unknown:
+        log(f"skipping submissions of assignments without a grader: {', '.join(unknown)}")
+    subs = [s for s in subs if s.assignment in known]
+    config = load_config(course_dir)
+    hidden = hidden_paths(course_dir)
+    runner = _Runner()
+    rows = []
+    t0 = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        futures = {pool.submit(_grade_submission, course_dir, s, opts, hidden, runner): s for s in subs}
+        for future in as_completed(futures):
+            sub = futures[future]
+            report, reused = future.result()
+            gb_row = record_grades(course_dir, sub.student, sub.assignment, report, sub.timestamp, config)
+            write_feedback(course_dir, sub.student, sub.assignment, report, gb_row)
+            if opts.results_json:
+                from grader.engine.report import to_gradescope
+
+                atomic_write(_report_path(course_dir, sub).with_name("results.json"),
+                             json.dumps(to_gradescope(report), indent=2) + "\n")
+            row = {"student": sub.student, "assignment": sub.assignment, "score": report["score"],
+                   "max_score": report["max_score"], "gradebook_score": gb_row["score"],
+                   "late_penalty": gb_row["late_submission_penalty"], "reused": reused,
+                   "error": report.get("error", ""), "report": report}
+            rows.append(row)
+            log(f"{sub.student:>16} {sub.assignment}: {report['score']:g}/{report['max_score']:g}"
+                + (" (unchanged, kept)" if reused else f" ({report.get('seconds', 0):.1f} s)")
+                + (f"  [{report['error']}]" if report.get("error") else ""))
+    except BaseException:
+        runner.stop_all()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    rows.sort(key=lambda r: (r["student"], r["assignment"]))
+    out = Path(csv_path) if csv_path else course_dir / "grades.csv"
+    atomic_write(out, class_csv(course_dir))
+    log(f"graded {len(rows)} submission(s) in {time.monotonic() - t0:.1f} s with {workers} worker(s); "
+        f"class CSV: {out}")
+    return rows
+
+
+def class_csv(course_dir: Path) -> str:
+    """One row per (student, assignment) with every exercise's score, from the stored reports."""
+    reports = []
+    for path in sorted((Path(course_dir) / "autograded").glob(f"*/*/{REPORT_FILE}")):
+        report = _load_report(path)
+        if report:
+            reports.append(report)
+    exercises: list[str] = []
+    for r in reports:
+        for name in r["exercises"]:
+            if name not in exercises:
+                exercises.append(name)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["student", "assignment", "timestamp", "score", "max_score", "error", *exercises])
+    for r in sorted(reports, key=lambda r: (r["student"], r["assignment"])):
+        writer.writerow([r["student"], r["assignment"], r.get("timestamp") or "", f"{r['score']:g}",
+                         f"{r['max_score']:g}", r.get("error", ""),
+                         *(f"{r['exercises'][e]['score']:g}" if e in r["exercises"] else "" for e in exercises)])
+    return buf.getvalue()
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of one grading process: ``python -m course.autograde JSON``."""
+    job = json.loads(argv[0])
+    grade_one(**job)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
+
+__all__ = ["Options", "Submission", "autograde", "class_csv", "find_submissions", "hidden_paths"]

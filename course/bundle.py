@@ -1,0 +1,84 @@
+"""What a class's students receive (``course bundle OUT``): notebooks, library, public tests only.
+
+The bundle is a pip-installable project (``pip install .`` in it)::
+
+    OUT/notebooks/NN_name.ipynb    the released student notebooks (no solutions)
+    OUT/course/                    the library
+    OUT/grader/__init__.py         ``from grader import check``
+    OUT/grader/engine/             the grading engine (sandbox, check(), course grade)
+    OUT/grader/public/             each notebook's manifest and PUBLIC tests
+    OUT/pyproject.toml, README.md
+
+Never in it: ``solutions/`` (the reference answers) and ``grader/tests/`` (the hidden tests).
+Without hidden tests, ``course grade`` and ``course progress`` in a bundle run the public tests
+only (the engine skips a missing hidden module), so a learner's score there is a preview.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from course.release import NOTEBOOKS, ROOT, SOLUTIONS, release, solution_notebooks
+
+PACKAGES = ("course", "grader/engine", "grader/public")
+FILES = ("grader/__init__.py", "pyproject.toml", "README.md", "LICENSE")
+FORBIDDEN = ("solutions", "grader/tests", "tests")
+SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### BEGIN HIDDEN TESTS")
+
+README = """# Diffusion & flow models, by doing (student bundle)
+
+Install: `pip install .` (Python >= 3.10), then open the notebooks: `jupyter lab notebooks/`.
+In a notebook, `check("exercise_name")` runs the exercise's public checks instantly.
+`course grade notebooks/NN_name.ipynb` grades a notebook in the sandbox with the public tests
+(your instructor's grader adds hidden tests); `course progress` shows every notebook's scores.
+"""
+
+
+def _ignore(_dir, names):
+    return [n for n in names if n == "__pycache__" or n.endswith((".pyc", ".pyo")) or n.startswith(".")]
+
+
+def build_bundle(out: Path, force: bool = False, notebooks_dir: Path = NOTEBOOKS,
+                 solutions_dir: Path = SOLUTIONS) -> Path:
+    """Write the student bundle to ``out``; return it. Refuses to overwrite unless ``force``."""
+    out = Path(out).resolve()
+    if out.exists():
+        if not force:
+            raise FileExistsError(f"{out} exists (use --force to replace it)")
+        if out == ROOT or ROOT.is_relative_to(out):
+            raise ValueError(f"refusing to replace {out}: it holds the project")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for pkg in PACKAGES:
+        shutil.copytree(ROOT / pkg, out / pkg, ignore=_ignore)
+    for name in FILES:
+        if (ROOT / name).is_file():
+            shutil.copy(ROOT / name, out / name)
+    if not (out / "README.md").exists():  # pyproject's readme must exist for `pip install .`
+        (out / "README.md").write_text(README, encoding="utf-8")
+    # every notebook with a solution gets its student version (released now if missing)
+    missing = [s.stem for s in solution_notebooks(solutions_dir) if not (notebooks_dir / s.name).is_file()]
+    if missing:
+        release(notebooks_dir, solutions_dir, quiet=True, only=missing)
+    (out / "notebooks").mkdir()
+    for nb in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")):
+        shutil.copy(nb, out / "notebooks" / nb.name)
+    problems = audit_bundle(out)
+    if problems:
+        shutil.rmtree(out)
+        raise RuntimeError("the bundle would leak: " + "; ".join(problems))
+    return out
+
+
+def audit_bundle(out: Path) -> list[str]:
+    """What must never be in a bundle: solutions, hidden tests, solution markers in a notebook."""
+    out = Path(out)
+    problems = [f"{name}/ is present" for name in FORBIDDEN if (out / name).exists()]
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in (".ipynb", ".py"):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if path.suffix == ".ipynb" and any(m in text for m in SOLUTION_MARKERS):
+                problems.append(f"{path.relative_to(out)} holds solution or hidden-test cells")
+        if path.is_file() and path.name.startswith("test_") and "grader" in path.parts:
+            problems.append(f"{path.relative_to(out)} looks like a hidden test module")
+    return problems
