@@ -100,6 +100,15 @@ def test_rk4_step_exact_solution(sub, rng):
     expect_close(got, exact, "rk4_step(f, x, 0.3, 0.1) against the exact solution", rtol=1e-5, atol=1e-6)
 
 
+def frozen_time_path(f, x0, t0, t1, n, step):
+    """What a loop that passes t0 to every step computes."""
+    dt = (t1 - t0) / n
+    path = [x0]
+    for _ in range(n):
+        path.append(step(f, path[-1], t0, dt))
+    return torch.stack(path)
+
+
 # -- integrate --------------------------------------------------------------------------------
 @exercise("integrate")
 def test_integrate_path(sub, rng):
@@ -110,8 +119,10 @@ def test_integrate_path(sub, rng):
     got = sub.call("integrate", ref, x0, 0.25, 1.0, n, step=Ref("step_method", "rk4"))
     expect_close(got, expected, f"integrate(f, x0, t0=0.25, t1=1.0, n_steps={n}, step=rk4_step)", hints=[
         Hint(expected[1:], "the path should start with x0 itself: n_steps + 1 points."),
-        Hint(ode.integrate(build(ref), x0, 0.25, 1.0 + 0.75 / n, n + 1, step=ode.rk4_step)[:n + 1],
+        Hint(ode.integrate(build(ref), x0, 0.25, 0.25 + n * 0.75 / (n + 1), n, step=ode.rk4_step),
              "dt should be (t1 - t0) / n_steps."),
+        Hint(frozen_time_path(build(ref), x0, 0.25, 1.0, n, ode.rk4_step),
+             "each step must get its own time t0 + i dt, not t0 every time."),
     ])
 
 
