@@ -261,6 +261,9 @@ def autograde(course_dir: Path, assignment: str | None = None, workers: int = 2,
     if unknown:
         log(f"skipping submissions of assignments without a grader: {', '.join(unknown)}")
     subs = [s for s in subs if s.assignment in known]
+    if not (sys.platform.startswith("linux") and os.geteuid() == 0):
+        log("warning: not root on Linux: the sandbox uses user namespaces if allowed, else limits only "
+            "(hidden paths may be visible to learners' code); see docs/INSTRUCTOR.md")
     config = load_config(course_dir)
     hidden = hidden_paths(course_dir)
     runner = _Runner()

@@ -1,0 +1,348 @@
+"""The instructor's workflow end to end on notebook 01: a class of synthetic students, some hostile.
+
+One course directory (module fixture): ``course init-class``, ten submissions, one ``course
+autograde --workers 2`` run; then the gradebook (nbgrader's API), ``nbgrader export`` (CSV, exact),
+the feedback, the Gradescope files, the class CSV, and an idempotent rerun are checked.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course import cli
+from course.autograde import hidden_paths
+from course.classroom import gradebook, public_lines
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTION = ROOT / "solutions" / "01_toy_flows.ipynb"
+A = "01_toy_flows"
+EXERCISES = {"euler_step": 1, "heun_step": 1, "rk4_step": 2, "integrate": 2, "convergence_order": 1,
+             "divergence": 2, "jacobian_logdet": 2, "pushforward_log_prob": 2}
+MAX = float(sum(EXERCISES.values()))
+DUE = "2026-01-10 12:00:00"
+ON_TIME = "2026-01-10 11:00:00.000000 UTC"
+LATE = "2026-01-11 12:00:00.000000 UTC"
+
+
+def answer_sources(notebook: Path) -> dict[str, str]:
+    nb = nbformat.read(notebook, as_version=4)
+    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells
+            if (c.metadata.get("nbgrader") or {}).get("solution") and c.metadata["nbgrader"].get("grade_id") in EXERCISES}
+
+
+def hostile_cells(course_dir: Path, full: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Per hostile student, the answer cells that differ from full marks."""
+    snoop = f'''
+import glob, json
+_targets = [{str(SOLUTION)!r}] + glob.glob({str(course_dir)!r} + "/source/*/*.ipynb") \\
+    + glob.glob({str(course_dir)!r} + "/submitted/*/*/*.ipynb") + glob.glob({str(course_dir)!r} + "/autograded/*/*/*.ipynb")
+_stolen = None
+for _path in _targets:
+    try:
+        for _cell in json.load(open(_path))["cells"]:
+            _src = "".join(_cell["source"])
+            if _src.lstrip().startswith("def euler_step") and "NotImplementedError" not in _src:
+                _stolen = _src
+    except Exception:
+        pass
+if _stolen:
+    exec(_stolen)
+'''
+    tamper = f'''
+import sqlite3
+for _attempt in ("sql", "overwrite"):
+    try:
+        if _attempt == "sql":
+            _con = sqlite3.connect({str(course_dir / "gradebook.db")!r})
+            _con.execute("UPDATE grade SET auto_score = 1000, manual_score = 1000")
+            _con.commit()
+        else:
+            with open({str(course_dir / "gradebook.db")!r}, "w") as _f:
+                _f.write("all gone")
+    except Exception:
+        pass
+for _path in ({str(course_dir / "grades.csv")!r}, {str(course_dir / "autograded" / "full" / A / "grader-report.json")!r}):
+    try:
+        with open(_path, "w") as _f:
+            _f.write("tampered")
+    except Exception:
+        pass
+''' + full["euler_step"]
+    hang = "while True:\n    pass\n" + full["euler_step"]
+    crash = "import os\nos._exit(3)\n" + full["heun_step"]
+    hog = full["rk4_step"].replace('"""One classical fourth-order Runge-Kutta step."""',
+                                   '"""RK4."""\n    hoard = []\n    while True:\n        hoard.append(bytearray(1 << 30))')
+    assert "os._exit" in crash and "bytearray" in hog
+    return {"hang": {"euler_step": hang}, "crash": {"heun_step": crash}, "hog": {"rk4_step": hog},
+            "snoop": {"euler_step": snoop}, "tamper": {"euler_step": tamper}}
+
+
+# student -> (answers from: "full" | "blank" | {exercise: source}, timestamp, expected per-exercise scores)
+def roster(course_dir: Path) -> dict:
+    full = answer_sources(SOLUTION)
+    hostile = hostile_cells(course_dir, full)
+    partial = {n: full[n] for n in ("euler_step", "heun_step", "rk4_step")}
+    zero = dict.fromkeys(EXERCISES, 0.0)
+    all_marks = {n: float(p) for n, p in EXERCISES.items()}
+    return {
+        "full": ({**full}, ON_TIME, all_marks),
+        "blank": ({}, ON_TIME, zero),
+        "partial": (partial, ON_TIME, {**zero, "euler_step": 1.0, "heun_step": 1.0, "rk4_step": 2.0}),
+        "late": ({**full}, LATE, all_marks),
+        "hang": ({**full, **hostile["hang"]}, ON_TIME, {**all_marks, "euler_step": 0.0}),
+        "crash": ({**full, **hostile["crash"]}, ON_TIME, {**all_marks, "heun_step": 0.0}),
+        "hog": ({**full, **hostile["hog"]}, ON_TIME, {**all_marks, "rk4_step": 0.0}),
+        "snoop": ({**full, **hostile["snoop"]}, ON_TIME, {**all_marks, "euler_step": 0.0}),
+        "tamper": ({**full, **hostile["tamper"]}, None, all_marks),
+        "garbage": (None, ON_TIME, zero),
+    }
+
+
+def write_submission(course_dir: Path, student: str, answers: dict | None, timestamp: str | None) -> Path:
+    folder = course_dir / "submitted" / student / A
+    folder.mkdir(parents=True, exist_ok=True)
+    if answers is None:
+        (folder / f"{A}.ipynb").write_text("{this is not a notebook", encoding="utf-8")
+    else:
+        nb = nbformat.read(course_dir / "release" / A / f"{A}.ipynb", as_version=4)
+        for cell in nb.cells:
+            gid = (cell.metadata.get("nbgrader") or {}).get("grade_id")
+            if gid in answers:
+                cell.source = answers[gid]
+        nbformat.write(nb, folder / f"{A}.ipynb")
+    if timestamp:
+        (folder / "timestamp.txt").write_text(timestamp, encoding="utf-8")
+    return folder
+
+
+# short timeouts for the hang (the setup cell imports torch: leave it time on a busy machine)
+AUTOGRADE_ARGS = ["--workers", "2", "--seed", "7", "--budget", "150", "--call-timeout", "8",
+                  "--cell-timeout", "20", "--results-json"]
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    course_dir = tmp_path_factory.mktemp("class") / "course"
+    assert cli.main(["init-class", str(course_dir), "--only", A, "--duedate", f"{DUE} UTC",
+                     "--late-penalty", "zero"]) == 0
+    students = roster(course_dir)
+    for student, (answers, stamp, _) in students.items():
+        write_submission(course_dir, student, answers, stamp)
+    assert cli.main(["autograde", str(course_dir), *AUTOGRADE_ARGS]) == 0
+    return course_dir, students
+
+
+def test_init_class_is_an_nbgrader_course(graded_class):
+    course_dir, _ = graded_class
+    from nbgrader.apps import NbGraderAPI
+
+    from course.classroom import load_config
+
+    api = NbGraderAPI(config=load_config(course_dir))
+    assert api.get_source_assignments() == {A}
+    assert api.get_released_assignments() == set() or True  # exchange release is optional
+    listing = subprocess.run([sys.executable, "-m", "nbgrader", "db", "assignment", "list"], cwd=course_dir,
+                             capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    assert f"{A} (due: {DUE})" in listing.stdout
+    released = (course_dir / "release" / A / f"{A}.ipynb").read_text()
+    assert "BEGIN SOLUTION" not in released and "raise NotImplementedError()" in released
+
+
+def test_gradebook_holds_every_grade(graded_class):
+    course_dir, students = graded_class
+    with gradebook(course_dir) as gb:
+        assert sorted(s.id for s in gb.students) == sorted(students)
+        for student, (_, stamp, expected) in students.items():
+            for name, points in EXERCISES.items():
+                grade = gb.find_grade(f"check_{name}", A, A, student)
+                assert grade.auto_score == pytest.approx(expected[name]), (student, name)
+                assert grade.manual_score is None and not grade.needs_manual_grade
+                assert grade.max_score == points
+            sub = gb.find_submission(A, student)
+            assert sub.score == pytest.approx(sum(expected.values())), student
+            assert (sub.timestamp is None) == (stamp is None)
+        late = gb.find_submission(A, "late")
+        assert late.total_seconds_late == pytest.approx(86400)
+        assert late.late_submission_penalty == pytest.approx(MAX)  # penalty_method 'zero'
+        assert gb.find_submission(A, "full").late_submission_penalty == 0
+
+
+def test_nbgrader_export_csv_is_exact(graded_class):
+    course_dir, students = graded_class
+    out = course_dir.parent / "export.csv"
+    done = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(out)], cwd=course_dir,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = {r["student_id"]: r for r in csv.DictReader(out.open())}
+    assert sorted(rows) == sorted(students)
+    for student, (_, stamp, expected) in students.items():
+        raw = sum(expected.values())
+        penalty = raw if student == "late" else 0.0
+        want = {"assignment": A, "duedate": DUE, "student_id": student, "last_name": "", "first_name": "",
+                "email": "", "raw_score": str(raw), "late_submission_penalty": str(penalty),
+                "score": str(max(0.0, raw - penalty)), "max_score": str(MAX),
+                "timestamp": stamp.replace(".000000 UTC", "") if stamp else ""}
+        assert rows[student] == want, student
+
+
+def test_class_csv_and_gradescope_files(graded_class):
+    course_dir, students = graded_class
+    rows = {r["student"]: r for r in csv.DictReader((course_dir / "grades.csv").open())}
+    assert sorted(rows) == sorted(students)
+    for student, (_, _, expected) in students.items():
+        assert float(rows[student]["score"]) == pytest.approx(sum(expected.values()))
+        for name in EXERCISES:
+            assert float(rows[student][name]) == pytest.approx(expected[name]), (student, name)
+        results = json.loads((course_dir / "autograded" / student / A / "results.json").read_text())
+        assert results["score"] == pytest.approx(sum(expected.values()))
+        assert [t["name"] for t in results["tests"]] == list(EXERCISES)
+    assert "not be graded" in rows["garbage"]["error"]
+
+
+def test_hostile_submissions_are_contained(graded_class):
+    course_dir, _ = graded_class
+    report = lambda s: json.loads((course_dir / "autograded" / s / A / "grader-report.json").read_text())  # noqa: E731
+    assert report("hang")["exercises"]["euler_step"]["status"] in ("timeout", "error")
+    crash = report("crash")["exercises"]["heun_step"]
+    assert crash["status"] == "error" and "not defined" in " ".join(crash["feedback"])
+    assert report("hog")["exercises"]["rk4_step"]["status"] in ("error", "timeout")
+    snoop = report("snoop")["exercises"]["euler_step"]
+    assert snoop["score"] == 0 and "not defined" in " ".join(snoop["feedback"])
+    assert report("full")["score"] == MAX  # the tamperer could not overwrite it
+    sql = sqlite3.connect(course_dir / "gradebook.db")
+    assert sql.execute("SELECT max(auto_score) FROM grade").fetchone()[0] <= 2
+    assert sql.execute("SELECT count(*) FROM grade WHERE manual_score IS NOT NULL").fetchone()[0] == 0
+    hidden = hidden_paths(course_dir)
+    for path in ("source", "release", "submitted", "autograded", "feedback", "gradebook.db"):
+        assert str(course_dir.resolve() / path) in hidden
+    assert str(ROOT / "solutions") in hidden and str(ROOT / "grader" / "tests") in hidden
+
+
+def test_feedback_shows_scores_never_hidden_tests(graded_class):
+    course_dir, students = graded_class
+    hidden_source = (ROOT / "grader" / "tests" / "test_01_toy_flows.py").read_text()
+    secret_lines = [ln.strip() for ln in hidden_source.splitlines() if len(ln.strip()) > 30
+                    and not ln.strip().startswith(('"""', "#", "@exercise"))]
+    for student, (_, _, expected) in students.items():
+        folder = course_dir / "feedback" / student / A
+        md, page = (folder / "feedback.md").read_text(), (folder / f"{A}.html").read_text()
+        assert f"**Score: {sum(expected.values()):g} / {MAX:g}**" in md
+        for name in EXERCISES:
+            assert f"`{name}` | {expected[name]:g} / {EXERCISES[name]:g}" in md
+            assert f"<code>{name}</code>" in page
+        for secret in secret_lines:
+            assert secret not in md and secret not in page, (student, secret)
+        assert "grader/tests" not in md and "def test_" not in md
+    assert "not written yet" in (course_dir / "feedback" / "blank" / A / "feedback.md").read_text()
+    assert public_lines(["ok", 'File "/x/grader/tests/test_01.py", line 3\nsecret']) == [
+        "ok", "secret\n(a detail from the grader's hidden tests is not shown)"]
+
+
+def test_rerun_is_idempotent_and_regrades_changes(graded_class, capsys):
+    course_dir, students = graded_class
+    with gradebook(course_dir) as gb:
+        before = {s: gb.find_submission(A, s).score for s in students}
+    counts = _row_counts(course_dir)
+    # an interrupted run: one report lost, one submission changed since
+    (course_dir / "autograded" / "blank" / A / "grader-report.json").unlink()
+    write_submission(course_dir, "partial", answer_sources(SOLUTION), ON_TIME)
+    assert cli.main(["autograde", str(course_dir), *AUTOGRADE_ARGS]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(unchanged, kept)") == len(students) - 2
+    assert _row_counts(course_dir) == counts
+    with gradebook(course_dir) as gb:
+        after = {s: gb.find_submission(A, s).score for s in students}
+    assert after == {**before, "partial": MAX}
+
+
+def _row_counts(course_dir: Path) -> dict:
+    sql = sqlite3.connect(course_dir / "gradebook.db")
+    return {t: sql.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("student", "submitted_assignment", "submitted_notebook", "grade", "comment")}
+
+
+# ------------------------------------------------------------------------------------------------
+# The student bundle and progress
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundle") / "student"
+    assert cli.main(["bundle", str(out)]) == 0
+    return out
+
+
+def test_bundle_has_no_solutions_nor_hidden_tests(bundle):
+    from course.bundle import audit_bundle
+
+    assert not (bundle / "solutions").exists() and not (bundle / "grader" / "tests").exists()
+    assert not list(bundle.rglob("test_*.py")) and audit_bundle(bundle) == []
+    for needed in ("course/__init__.py", "grader/__init__.py", "grader/engine/grade.py",
+                   "grader/public/nb01_toy_flows.py", "notebooks/01_toy_flows.ipynb", "pyproject.toml", "README.md"):
+        assert (bundle / needed).is_file(), needed
+    with pytest.raises(FileExistsError):
+        cli.main(["bundle", str(bundle)])
+
+
+def test_check_works_from_the_bundle(bundle):
+    script = """
+import grader, torch
+from grader import check
+assert grader.__file__.startswith(BUNDLE), grader.__file__
+def euler_step(f, x, t, dt):
+    return x + dt * f(x, t)
+check("euler_step", namespace={"euler_step": euler_step})
+try:
+    check("euler_step", namespace={"euler_step": lambda f, x, t, dt: x + f(x, t)})
+except AssertionError as exc:
+    print("WRONG-CAUGHT", str(exc).splitlines()[0])
+"""
+    env = {**os.environ, "PYTHONPATH": str(bundle), "COURSE_FAST": "1"}
+    done = subprocess.run([sys.executable, "-c", f"BUNDLE = {str(bundle)!r}\n" + script], cwd=bundle, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "euler_step: all" in done.stdout and "WRONG-CAUGHT" in done.stdout
+
+
+def test_bundle_is_pip_installable(bundle, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(bundle)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    import zipfile
+
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "grader/public/nb01_toy_flows.py" in names and "course/classroom.py" in names
+    assert not [n for n in names if n.startswith(("grader/tests", "solutions"))]
+    shutil.rmtree(bundle / "build", ignore_errors=True)
+
+
+def test_progress_in_the_bundle_uses_public_tests(bundle, tmp_path):
+    mine = tmp_path / "notebooks"
+    mine.mkdir()
+    full = answer_sources(SOLUTION)
+    nb = nbformat.read(bundle / "notebooks" / f"{A}.ipynb", as_version=4)
+    for cell in nb.cells:
+        gid = (cell.metadata.get("nbgrader") or {}).get("grade_id")
+        if gid in ("euler_step", "rk4_step"):
+            cell.source = full[gid]
+    nbformat.write(nb, mine / f"{A}.ipynb")
+    env = {**os.environ, "PYTHONPATH": str(bundle), "COURSE_FAST": "1"}
+    done = subprocess.run([sys.executable, "-m", "course.cli", "progress", "--dir", str(mine), "--only", A],
+                          cwd=bundle, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    row = lambda name: next(ln for ln in lines if f" {name} " in ln)  # noqa: E731
+    assert "   1/1 " in row("euler_step") and "passed" in row("euler_step")
+    assert "   2/2 " in row("rk4_step")
+    assert "   0/1 " in row("heun_step") and "error" in row("heun_step")
+    assert "3/13" in row("subtotal") and "(tests: public only)" in row("subtotal")
