@@ -67,13 +67,15 @@ def _hint_lines(actual, hints: Sequence[Hint], rtol: float, atol: float) -> list
 
 def _generic_hints(a: torch.Tensor, e: torch.Tensor, rtol, atol) -> list[str]:
     """Patterns worth naming whatever the exercise: a flipped sign, a constant factor, a transpose."""
+    if a.abs().max() == 0 and e.abs().max() > atol:
+        return ["Hint: your answer is zero everywhere: is a term missing, or multiplied by 0?"]
     if matches(a, -e, rtol * 10, atol * 10) and e.abs().max() > atol:
         return ["Hint: your answer has the opposite sign everywhere."]
     mask = e.abs() > 1e-6
     if mask.sum() >= 2:
         ratio = a[mask] / e[mask]
         r0 = ratio.median()
-        if torch.isfinite(r0) and (ratio - r0).abs().max() < 1e-3 * r0.abs().clamp(min=1) and abs(float(r0) - 1) > 1e-3:
+        if torch.isfinite(r0) and (ratio - r0).abs().max() < 1e-3 * r0.abs().clamp(min=1) and abs(float(r0) - 1) > 1e-3 and abs(float(r0)) > 1e-3:
             return [f"Hint: your answer is the expected one times a constant factor of {float(r0):.4g}."]
     if a.dim() >= 2 and a.shape[-1] == a.shape[-2] and matches(a.transpose(-1, -2), e, rtol, atol):
         return ["Hint: your answer is the transpose of the expected one."]
