@@ -75,8 +75,10 @@ def build(ref: Ref):
 # Known mistakes, shared by the public and hidden tests
 # ---------------------------------------------------------------------------------------------
 def shifted(schedule: torch.Tensor, t: torch.Tensor, by: int) -> torch.Tensor:
-    """schedule[t + by], clamped to the valid range: what a t-off-by-one answer reads."""
-    return schedule[(t + by).clamp(0, schedule.shape[0] - 1)]
+    """schedule[t + by] as a t-off-by-one answer reads it: index -1 wraps to the end (as in torch),
+    indices past the end are clamped (the answer would fail there anyway)."""
+    T = schedule.shape[0]
+    return schedule[torch.where(t + by < 0, (t + by) % T, (t + by).clamp(max=T - 1))]
 
 
 def col(v: torch.Tensor, ndim: int) -> torch.Tensor:
