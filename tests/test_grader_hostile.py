@@ -129,7 +129,7 @@ HOSTILE_B = {
     "heun_step": "import sys\n\ndef heun_step(f, x, t, dt):\n    sys.exit('bye')\n",
     "rk4_step": "def rk4_step(f, x, t, dt):\n    return rk4_step(f, x, t, dt)\n",
     "integrate": "def integrate(f, x0, t0, t1, n_steps, step=None):\n"
-                 "    hog = [bytearray(10**8) for _ in range(10_000)]\n    return hog\n",
+                 "    hog = bytearray(20 * 2**30)  # 20 GiB\n    return hog\n",
     "convergence_order": "while True:\n    pass\n",  # hangs at the top level of its cell
     "divergence": "import os\nos._exit(1)\n",  # kills the process while its cell runs
 }
