@@ -143,11 +143,12 @@ class ClassConditionalMixture:
             _, score = self.noised_log_prob_and_score(x, ab.sqrt(), std, y)
             return -std[:, None] * score
 
+        model.n_classes = self.n_classes  # as TimeMLP: the null label is n_classes
         return model
 
 
 def ring_of_classes(n_classes: int = 3, per_class: int = 2, radius: float = 2.0,
-                    std: float = 0.5) -> ClassConditionalMixture:
+                    std: float = 0.7) -> ClassConditionalMixture:
     """n_classes * per_class equal components on a circle, labels 0, 1, .., n_classes - 1 in turn.
 
     Neighbouring components belong to different classes and overlap, so the classes do too.

@@ -1,0 +1,137 @@
+"""Notebook 07 end to end: the reference scores full marks, the released stub zero, realistic
+wrong answers lose points with the right hint, correct rewrites keep full marks, calling the
+library scores zero, and the notebook runs in fast mode."""
+from __future__ import annotations
+
+import pytest
+
+from course.execute import execute_notebook
+from grader.engine.grade import grade_notebook
+from support import NOTEBOOKS, SOLUTIONS, assert_full, assert_wrong, grade_with
+
+SOLUTION = SOLUTIONS / "07_guidance.ipynb"
+STUDENT = NOTEBOOKS / "07_guidance.ipynb"
+
+
+def fn(name, args, body):
+    return f"import torch\n\ndef {name}({args}):\n" + "\n".join(
+        "    " + line for line in body.strip().splitlines()) + "\n"
+
+
+DROP = "y, p_uncond, null_label, generator=None"
+CFG = "pred_cond, pred_uncond, w"
+SAMPLE = "model, x_T, y, w, timesteps, alpha_bar"
+CLS = "score, grad_log_p_y, scale"
+DDIM_LOOP = """from course.ddim import ddim_step
+steps = [int(t) for t in timesteps] + [-1]
+x = x_T
+for t, t_prev in zip(steps[:-1], steps[1:]):
+    tb = torch.full((x.shape[0],), t, dtype=torch.long)
+    eps = {eps}
+    x = ddim_step(eps, x, t, t_prev, alpha_bar, 0.0, None)
+return x"""
+
+# exercise -> three wrong answers: (source, text the feedback must contain)
+WRONG = {
+    "drop_labels": [
+        (fn("drop_labels", DROP, "return y.clone()"), "no label was dropped"),
+        (fn("drop_labels", DROP, """drop = torch.rand(y.shape, generator=generator) > p_uncond
+return torch.where(drop, torch.full_like(y, null_label), y)"""), "probability 1 - p_uncond"),
+        (fn("drop_labels", DROP, """drop = torch.rand(y.shape, generator=generator) < p_uncond
+y[drop] = null_label
+return y"""), "modified its input in place"),
+    ],
+    "cfg_combine": [
+        (fn("cfg_combine", CFG, "return (1 + w) * pred_uncond - w * pred_cond"), "weights are swapped"),
+        (fn("cfg_combine", CFG, "return pred_cond + w * pred_uncond"), "not pred_cond + w pred_uncond"),
+        (fn("cfg_combine", CFG, "return pred_uncond + w * (pred_cond - pred_uncond)"), "guidance scale"),
+    ],
+    "guided_sample": [
+        (fn("guided_sample", SAMPLE, DDIM_LOOP.format(eps="(1 + w) * model(x, tb) - w * model(x, tb, y)")),
+         "guidance weights are swapped"),
+        (fn("guided_sample", SAMPLE, """from course.ddim import ddim_sample
+x_cond = ddim_sample(lambda x, t: model(x, t, y), x_T, timesteps, alpha_bar)
+x_uncond = ddim_sample(lambda x, t: model(x, t), x_T, timesteps, alpha_bar)
+return (1 + w) * x_cond - w * x_uncond"""), "two separately sampled x's"),
+        (fn("guided_sample", SAMPLE, """from course.ddim import ddim_step
+ts = [int(t) for t in timesteps]
+x = x_T
+for t, t_prev in zip(ts[:-1], ts[1:]):
+    tb = torch.full((x.shape[0],), t, dtype=torch.long)
+    eps = (1 + w) * model(x, tb, y) - w * model(x, tb)
+    x = ddim_step(eps, x, t, t_prev, alpha_bar, 0.0, None)
+return x"""), "stops one step early"),
+    ],
+    "classifier_guided_score": [
+        (fn("classifier_guided_score", CLS, "return scale * (score + grad_log_p_y)"), "only the classifier gradient"),
+        (fn("classifier_guided_score", CLS, "return score + grad_log_p_y"), "multiplied by the scale"),
+        (fn("classifier_guided_score", CLS, "return score - scale * grad_log_p_y"), "do not subtract"),
+    ],
+}
+
+# correct answers written differently from the reference: full marks
+REWRITES = {
+    "drop_labels": fn("drop_labels", DROP, """keep = torch.bernoulli(torch.full(y.shape, 1.0 - p_uncond), generator=generator)
+out = y.clone()
+out[keep == 0] = null_label
+return out"""),
+    "cfg_combine": fn("cfg_combine", CFG, "return pred_cond + w * (pred_cond - pred_uncond)"),
+    "guided_sample": fn("guided_sample", SAMPLE, """from course.ddim import ddim_sample
+guided = lambda x, t: cfg_combine(model(x, t, y), model(x, t), w)
+return ddim_sample(guided, x_T, timesteps, alpha_bar, eta=0.0)"""),
+    "classifier_guided_score": fn("classifier_guided_score", CLS, "return torch.add(score, grad_log_p_y, alpha=scale)"),
+}
+
+
+@pytest.fixture(scope="module")
+def wrong_reports():
+    return [grade_with(SOLUTION, {name: variants[i][0] for name, variants in WRONG.items()}) for i in range(3)]
+
+
+def test_reference_scores_full_marks():
+    """Does the hidden reference solution score full marks, exercise by exercise?"""
+    report = grade_notebook(SOLUTION, seed=7)
+    assert_full(report)
+    assert report["score"] == report["max_score"] == 8
+
+
+def test_released_stub_scores_zero():
+    """Does the released student notebook score zero, with a 'not written yet' message?"""
+    report = grade_notebook(STUDENT, seed=7)
+    assert report["score"] == 0
+    for name, r in report["exercises"].items():
+        assert r["score"] == 0
+        assert "not written yet" in "\n".join(r["feedback"]), name
+
+
+@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("exercise", sorted(WRONG))
+def test_wrong_answers_lose_points_with_a_hint(wrong_reports, exercise, index):
+    """Does each realistic mistake lose points, and does the feedback name it?"""
+    assert_wrong(wrong_reports[index], exercise, WRONG[exercise][index][1])
+
+
+def test_correct_rewrites_keep_full_marks():
+    """Do correct answers written differently from the reference keep full marks?"""
+    assert_full(grade_with(SOLUTION, REWRITES, seed=11))
+
+
+def test_calling_the_library_scores_zero():
+    """Is an answer that calls the course library's own implementation given zero, with why?"""
+    report = grade_with(SOLUTION, {
+        "cfg_combine": "from course.guidance import cfg_combine as lib\n\n"
+                       "def cfg_combine(pred_cond, pred_uncond, w):\n    return lib(pred_cond, pred_uncond, w)\n",
+        "guided_sample": "import course.guidance as g\n\n"
+                         "def guided_sample(model, x_T, y, w, timesteps, alpha_bar):\n"
+                         "    return g.guided_sample(model, x_T, y, w, timesteps, alpha_bar)\n",
+    })
+    for name in ("cfg_combine", "guided_sample"):
+        assert report["exercises"][name]["score"] == 0
+        assert "library" in "\n".join(report["exercises"][name]["feedback"])
+    assert_full(report, "drop_labels")
+
+
+def test_solution_runs_in_fast_mode():
+    """Does the reference notebook run top to bottom in fast mode?"""
+    seconds = execute_notebook(SOLUTION, fast=True)
+    assert seconds < 300
