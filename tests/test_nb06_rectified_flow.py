@@ -1,0 +1,192 @@
+"""Notebook 06 end to end: the reference scores full marks, the released stub zero, realistic
+wrong answers lose points with the right hint, correct rewrites keep full marks, calling the
+library scores zero, and the notebook runs in fast mode."""
+from __future__ import annotations
+
+import pytest
+
+from course.execute import execute_notebook
+from support import NOTEBOOKS, SOLUTIONS, assert_full, assert_wrong, grade_with
+from grader.engine.grade import grade_notebook
+
+SOLUTION = SOLUTIONS / "06_rectified_flow.ipynb"
+STUDENT = NOTEBOOKS / "06_rectified_flow.ipynb"
+
+
+def fn(name, args, body):
+    return (f"import torch\nimport torch.nn.functional as F\n\ndef {name}({args}):\n"
+            + "\n".join("    " + line for line in body.strip().splitlines()) + "\n")
+
+
+# A correct Euler loop written inline: in wrong-answer notebook i, the learner's own sample_ode is
+# wrong answer i too, so answers of other exercises must not lean on it.
+EULER = """dt = 1.0 / n_steps
+x, vs = x0, []
+for i in range(n_steps):
+    v = v_model(x, torch.full((x.shape[0],), i * dt))
+    vs.append(v)
+    x = x + dt * v
+vs = torch.stack(vs)  # (n_steps, B, d)
+"""
+XT = "xt = (1 - t[:, None]) * x0 + t[:, None] * x1\n"
+
+# exercise -> three wrong answers: (source, text the feedback must contain)
+WRONG = {
+    "interpolate": [
+        (fn("interpolate", "x0, x1, t", "t = t[:, None]\nreturn t * x0 + (1 - t) * x1"), "swapped"),
+        (fn("interpolate", "x0, x1, t", "return x0 + t[:, None] * x1"), "the weight of x0 is 1 - t"),
+        (fn("interpolate", "x0, x1, t", "return t[:, None] * (x1 - x0)"), "displacement"),
+    ],
+    "cfm_loss": [
+        (fn("cfm_loss", "v_model, x0, x1, t", XT + "return F.mse_loss(v_model(xt, t), x0 - x1)"), "not x0 - x1"),
+        (fn("cfm_loss", "v_model, x0, x1, t", XT + "return ((v_model(xt, t) - (x1 - x0)) ** 2).sum()"), "not the sum"),
+        (fn("cfm_loss", "v_model, x0, x1, t", "return F.mse_loss(v_model(x0, t), x1 - x0)"), "not at the noise x0"),
+    ],
+    "sample_ode": [
+        (fn("sample_ode", "v_model, x0, n_steps", """x = x0
+for i in range(n_steps):
+    x = x + v_model(x, torch.full((x.shape[0],), (i + 1) / n_steps)) / n_steps
+return x"""), "not at its end"),
+        (fn("sample_ode", "v_model, x0, n_steps", """x = x0
+for t in torch.linspace(0, 1, n_steps):
+    x = x + v_model(x, t.expand(x.shape[0])) / n_steps
+return x"""), "linspace"),
+        (fn("sample_ode", "v_model, x0, n_steps", EULER.replace("vs.append(v)", "vs.append(x + dt * v)")
+            + "return torch.cat([x0[None], vs])"), "whole path"),
+    ],
+    "straightness": [
+        (fn("straightness", "v_model, x0, n_steps", EULER + "return ((x - x0)[None] - vs).norm(dim=-1).mean()"),
+         "without squaring"),
+        (fn("straightness", "v_model, x0, n_steps", EULER + "return F.mse_loss(vs, (x - x0)[None].expand_as(vs))"),
+         "averaged over them"),
+        (fn("straightness", "v_model, x0, n_steps", EULER + "return ((x - x0)[None] - vs).pow(2).sum(-1).mean(1).sum()"),
+         "do not sum them"),
+    ],
+    "reflow_pairs": [
+        (fn("reflow_pairs", "v_model, x0, n_steps", EULER + "return x, x0"), "other order"),
+        (fn("reflow_pairs", "v_model, x0, n_steps", "return x0, x0 + v_model(x0, torch.zeros(x0.shape[0]))"), "not one"),
+        (fn("reflow_pairs", "v_model, x0, n_steps", EULER + "return x0, x[torch.randperm(x.shape[0])]"), "shuffle"),
+    ],
+    "velocity_to_x0": [
+        (fn("velocity_to_x0", "xt, t, v", "return xt + t[:, None] * v"), "subtracts"),
+        (fn("velocity_to_x0", "xt, t, v", "return xt - (1 - t[:, None]) * v"), "the distance back to t = 0 is t"),
+        (fn("velocity_to_x0", "xt, t, v", "return xt - v"), "time left to travel back"),
+    ],
+    "velocity_to_x1": [
+        (fn("velocity_to_x1", "xt, t, v", "return xt + t[:, None] * v"), "the distance on to t = 1 is 1 - t"),
+        (fn("velocity_to_x1", "xt, t, v", "return xt - (1 - t[:, None]) * v"), "adds"),
+        (fn("velocity_to_x1", "xt, t, v", "return xt + v"), "time left"),
+    ],
+    "velocity_to_score": [
+        (fn("velocity_to_score", "xt, t, v", "t = t[:, None]\nreturn (xt - t * v) / (1 - t)"), "towards the data"),
+        (fn("velocity_to_score", "xt, t, v", "t = t[:, None]\nreturn -(xt - t * v) / (1 - t) ** 2"), "not by the variance"),
+        (fn("velocity_to_score", "xt, t, v", "return -(xt - t[:, None] * v)"), "by the noise std"),
+    ],
+    "gmm_marginal_velocity": [
+        (fn("gmm_marginal_velocity", "x, t, means, stds, weights", """t = t[:, None]
+_, score = noised_gmm_log_prob_and_score(x, t[:, 0], 1 - t[:, 0], means, stds, weights)
+return -(x + (1 - t) * score) / t"""), "not E[x0 - x1"),
+        (fn("gmm_marginal_velocity", "x, t, means, stds, weights", """t = t[:, None]  # (B, 1)
+var_t = t ** 2 * stds ** 2 + (1 - t) ** 2  # (B, K)
+gain = (t * stds ** 2 - (1 - t)) / var_t
+diff = x[:, None] - t[:, :, None] * means  # (B, K, d)
+return (weights[None, :, None] * (means + gain[:, :, None] * diff)).sum(1)"""), "posterior responsibility"),
+        (fn("gmm_marginal_velocity", "x, t, means, stds, weights", """from course.gmm import gmm_score
+t = t[:, None]
+return (x + (1 - t) * gmm_score(x, means, stds, weights)) / t"""), "the *noised* marginal"),
+    ],
+    "logit_normal_t": [
+        (fn("logit_normal_t", "n, m=0.0, s=1.0, generator=None",
+            "return torch.sigmoid(m + s * torch.rand(n, generator=generator))"), "uniform"),
+        (fn("logit_normal_t", "n, m=0.0, s=1.0, generator=None", "return m + s * torch.randn(n, generator=generator)"),
+         "through the sigmoid"),
+        (fn("logit_normal_t", "n, m=0.0, s=1.0, generator=None", "return torch.sigmoid(m + s * torch.randn(n))"),
+         "numbers that `generator` gives"),
+    ],
+}
+
+# correct answers written differently from the reference: full marks
+REWRITES = {
+    "interpolate": fn("interpolate", "x0, x1, t", "return torch.lerp(x0, x1, t.view(-1, *[1] * (x0.dim() - 1)))"),
+    "cfm_loss": fn("cfm_loss", "v_model, x0, x1, t", """err = v_model(interpolate(x0, x1, t), t) - (x1 - x0)
+return err.pow(2).mean()"""),
+    "sample_ode": fn("sample_ode", "v_model, x0, n_steps", """grid = torch.linspace(0, 1, n_steps + 1)
+x = x0.clone()
+for t0, t1 in zip(grid[:-1], grid[1:]):
+    x += (t1 - t0) * v_model(x, t0.repeat(len(x)))
+return x"""),
+    "straightness": fn("straightness", "v_model, x0, n_steps", """xs, vs = [x0], []
+for i in range(n_steps):
+    vs.append(v_model(xs[-1], torch.full((len(x0),), i / n_steps)))
+    xs.append(xs[-1] + vs[-1] / n_steps)
+chord = xs[-1] - xs[0]
+return float(sum(((chord - v) ** 2).sum(dim=1).mean() for v in vs) / n_steps)"""),
+    "reflow_pairs": fn("reflow_pairs", "v_model, x0, n_steps", "return (x0.clone(), sample_ode(v_model, x0, n_steps))"),
+    "velocity_to_x0": fn("velocity_to_x0", "xt, t, v", "return torch.addcmul(xt, -t.unsqueeze(1), v)"),
+    "velocity_to_x1": fn("velocity_to_x1", "xt, t, v", "return velocity_to_x0(xt, t, v) + v  # x1 = x0 + (x1 - x0)"),
+    "velocity_to_score": fn("velocity_to_score", "xt, t, v", "t = t.unsqueeze(-1)\nreturn (t * v - xt) / (1 - t)"),
+    "gmm_marginal_velocity": fn("gmm_marginal_velocity", "x, t, means, stds, weights", """# through the exact score of the noised mixture: v = (x + (1 - t) score) / t
+_, score = noised_gmm_log_prob_and_score(x, t, 1 - t, means, stds, weights)
+return (x + (1 - t[:, None]) * score) / t[:, None]"""),
+    "logit_normal_t": fn("logit_normal_t", "n, m=0.0, s=1.0, generator=None", """u = torch.normal(m, s, size=(n,), generator=generator)
+return 1 / (1 + torch.exp(-u))"""),
+}
+
+# answers that hand the work to the course library: zero, with a message that says why
+LIBRARY_ANSWERS = {
+    "sample_ode": fn("sample_ode", "v_model, x0, n_steps",
+                     "from course.rectified_flow import euler_path\nreturn euler_path(v_model, x0, n_steps)[0][-1]"),
+    "velocity_to_score": "import course.velocity as cv\n\ndef velocity_to_score(xt, t, v):\n"
+                         "    return cv.velocity_to_score(xt, t, v)\n",
+    "logit_normal_t": "import importlib\n\ndef logit_normal_t(n, m=0.0, s=1.0, generator=None):\n"
+                      "    lib = importlib.import_module('course.' + 'rectified_flow')\n"
+                      "    return getattr(lib, 'logit_normal' + '_t')(n, m, s, generator)\n",
+}
+
+
+@pytest.fixture(scope="module")
+def wrong_reports():
+    return [grade_with(SOLUTION, {name: variants[i][0] for name, variants in WRONG.items()}) for i in range(3)]
+
+
+def test_reference_scores_full_marks():
+    """Does the hidden reference solution score full marks, exercise by exercise?"""
+    report = grade_notebook(SOLUTION, seed=7)
+    assert_full(report)
+    assert report["score"] == report["max_score"] == 17
+
+
+def test_released_stub_scores_zero():
+    """Does the released student notebook score zero, with a 'not written yet' message?"""
+    report = grade_notebook(STUDENT, seed=7)
+    assert report["score"] == 0
+    for name, r in report["exercises"].items():
+        assert r["score"] == 0
+        assert "not written yet" in "\n".join(r["feedback"]), name
+
+
+@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("exercise", sorted(WRONG))
+def test_wrong_answers_lose_points_with_a_hint(wrong_reports, exercise, index):
+    """Does each realistic mistake lose points, and does the feedback name it?"""
+    assert_wrong(wrong_reports[index], exercise, WRONG[exercise][index][1])
+
+
+def test_correct_rewrites_keep_full_marks():
+    """Do correct answers written differently from the reference keep full marks?"""
+    assert_full(grade_with(SOLUTION, REWRITES, seed=11))
+
+
+def test_calling_the_library_scores_zero():
+    """Is an answer that calls the course library's own implementation given zero, with why?"""
+    report = grade_with(SOLUTION, LIBRARY_ANSWERS)
+    for name in LIBRARY_ANSWERS:
+        assert report["exercises"][name]["score"] == 0, name
+        assert "library" in "\n".join(report["exercises"][name]["feedback"]), name
+    assert_full(report, "straightness")
+
+
+def test_solution_runs_in_fast_mode():
+    """Does the reference notebook run top to bottom in fast mode?"""
+    seconds = execute_notebook(SOLUTION, fast=True)
+    assert seconds < 300
