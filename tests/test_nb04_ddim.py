@@ -1,0 +1,206 @@
+"""Notebook 04 (DDIM) end to end: the reference scores full marks, the released stub zero,
+realistic wrong answers lose points with the right hint, correct rewrites keep full marks, an
+answer that calls the library scores zero, and the notebook runs in fast mode."""
+from __future__ import annotations
+
+import pytest
+
+from course.execute import execute_notebook
+from grader.engine.grade import grade_notebook
+from support import NOTEBOOKS, SOLUTIONS, assert_full, assert_wrong, grade_with
+
+SOLUTION = SOLUTIONS / "04_ddim.ipynb"
+STUDENT = NOTEBOOKS / "04_ddim.ipynb"
+
+
+def fn(name, args, body, prelude=""):
+    return f"import torch\n{prelude}\ndef {name}({args}):\n" + "\n".join(
+        "    " + line for line in body.strip().splitlines()) + "\n"
+
+
+AB_PREV = "ab_t = alpha_bar[t]\nab_prev = alpha_bar[t_prev] if t_prev >= 0 else torch.ones(())\n"
+SIGMA = AB_PREV + "sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).clamp(min=0).sqrt()\n"
+X0_HAT = "x0_hat = (xt - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()\n"
+# a correct step under another name, for wrong samplers (variant i of ddim_step is wrong too)
+GOOD_STEP = """
+def _good_step(eps, xt, t, t_prev, alpha_bar, eta, z):
+    ab_t = alpha_bar[t]
+    ab_prev = alpha_bar[t_prev] if t_prev >= 0 else torch.ones(())
+    sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).clamp(min=0).sqrt()
+    x0_hat = (xt - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
+    return ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps + sigma * z
+"""
+SAMPLE = "model, x_T, timesteps, alpha_bar, eta=0.0, generator=None"
+
+
+def sampler(pairs, eta="eta", label="t"):
+    return fn("ddim_sample", SAMPLE, f"""steps = [int(s) for s in timesteps]
+x = x_T
+with torch.no_grad():
+    for t, t_prev in {pairs}:
+        eps = model(x, torch.full((x.shape[0],), {label}, dtype=torch.long))
+        z = torch.randn(x.shape, generator=generator)
+        x = _good_step(eps, x, t, t_prev, alpha_bar, {eta}, z)
+return x""", prelude=GOOD_STEP)
+
+
+def inverter(path, label="t"):
+    return fn("ddim_invert", "model, x0, timesteps, alpha_bar", f"""steps = {path}
+x = x0
+with torch.no_grad():
+    for s, t in zip(steps[:-1], steps[1:]):
+        ab_s = alpha_bar[s] if s >= 0 else torch.ones(())
+        ab_t = alpha_bar[t]
+        eps = model(x, torch.full((x.shape[0],), {label}, dtype=torch.long))
+        x0_hat = (x - (1 - ab_s).sqrt() * eps) / ab_s.sqrt()
+        x = ab_t.sqrt() * x0_hat + (1 - ab_t).sqrt() * eps
+return x""")
+
+
+SLERP_ANGLE = """a, b = z0.flatten(1), z1.flatten(1)
+theta = torch.arccos(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).clamp(-1, 1))
+shape = (-1,) + (1,) * (z0.dim() - 1)
+"""
+
+# exercise -> three wrong answers: (source, text the feedback must contain)
+WRONG = {
+    "ddim_timesteps": [
+        (fn("ddim_timesteps", "T, n_steps", "return torch.arange(0, T, T // n_steps).flip(0)"), "must start at T-1"),
+        (fn("ddim_timesteps", "T, n_steps", "return torch.linspace(0, T - 1, n_steps).round().long()"), "descending"),
+        (fn("ddim_timesteps", "T, n_steps", "return torch.linspace(T - 1, 1, n_steps).round().long()"),
+         "last step must be 0"),
+    ],
+    "ddim_sigma": [
+        (fn("ddim_sigma", "t, t_prev, alpha_bar, eta", AB_PREV +
+            "return eta * (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)"), "square root"),
+        (fn("ddim_sigma", "t, t_prev, alpha_bar, eta", AB_PREV +
+            "return torch.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))"), "multiplied by eta"),
+        (fn("ddim_sigma", "t, t_prev, alpha_bar, eta", AB_PREV +
+            "alpha_t = alpha_bar[t] / alpha_bar[t - 1]\n"
+            "return eta * torch.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - alpha_t))"), "alpha_t = 1 - beta_t"),
+    ],
+    "ddim_step": [
+        (fn("ddim_step", "eps, xt, t, t_prev, alpha_bar, eta, z", SIGMA + X0_HAT +
+            "return ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma).clamp(min=0).sqrt() * eps + sigma * z"),
+         "sigma must be squared"),
+        (fn("ddim_step", "eps, xt, t, t_prev, alpha_bar, eta, z", SIGMA + X0_HAT +
+            "return ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma ** 2).sqrt() * eps"), "sigma z is missing"),
+        (fn("ddim_step", "eps, xt, t, t_prev, alpha_bar, eta, z", SIGMA.replace(
+            "alpha_bar[t_prev] if t_prev >= 0 else torch.ones(())", "alpha_bar[t_prev]") + X0_HAT +
+            "return ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps + sigma * z"),
+         "must go to alpha_bar = 1"),
+    ],
+    "ddim_sample": [
+        (sampler("zip(steps[:-1], steps[1:])"), "must go to alpha_bar = 1"),
+        (sampler("zip(steps, steps[1:] + [-1])", eta="0.0"), "ignore eta"),
+        (sampler("zip(steps, steps[1:] + [-1])", label="max(t_prev, 0)"), "current step t"),
+    ],
+    "ddim_invert": [
+        (inverter("[-1] + [int(s) for s in timesteps]"), "reverse the timesteps"),
+        (inverter("[-1] + [int(s) for s in timesteps][::-1]", label="max(s, 0)"), "the step you move to"),
+        (inverter("[int(s) for s in timesteps][::-1]"), "start at the data"),
+    ],
+    "slerp": [
+        (fn("slerp", "z0, z1, alpha", "return (1 - alpha) * z0 + alpha * z1"), "linear interpolation"),
+        (fn("slerp", "z0, z1, alpha", SLERP_ANGLE +
+            "w0, w1 = torch.sin(alpha * theta) / torch.sin(theta), torch.sin((1 - alpha) * theta) / torch.sin(theta)\n"
+            "return w0.reshape(shape) * z0 + w1.reshape(shape) * z1"), "swapped"),
+        (fn("slerp", "z0, z1, alpha", """theta = torch.arccos((z0 * z1).sum() / (z0.norm() * z1.norm()))
+return (torch.sin((1 - alpha) * theta) * z0 + torch.sin(alpha * theta) * z1) / torch.sin(theta)"""), "row by row"),
+    ],
+}
+
+# correct answers written differently from the reference: full marks
+REWRITES = {
+    "ddim_timesteps": fn("ddim_timesteps", "T, n_steps",
+                         "return torch.tensor([round((T - 1) * (1 - i / (n_steps - 1))) for i in range(n_steps)])"),
+    "ddim_sigma": fn("ddim_sigma", "t, t_prev, alpha_bar, eta", """ab_t = alpha_bar[t]
+ab_prev = alpha_bar[t_prev] if t_prev >= 0 else alpha_bar.new_tensor(1.0)
+beta_jump = (1 - ab_t / ab_prev).clamp(min=0)   # the variance of the jump t_prev -> t
+return eta * torch.sqrt(1 - ab_prev) / torch.sqrt(1 - ab_t) * torch.sqrt(beta_jump)"""),
+    "ddim_step": fn("ddim_step", "eps, xt, t, t_prev, alpha_bar, eta, z", """ab_t = alpha_bar[t]
+ab_prev = alpha_bar[t_prev] if t_prev >= 0 else alpha_bar.new_tensor(1.0)
+sigma = ddim_sigma(t, t_prev, alpha_bar, eta)
+# eq. 12 expanded: a multiple of x_t plus a multiple of eps
+coef_xt = torch.sqrt(ab_prev / ab_t)
+coef_eps = torch.sqrt((1 - ab_prev - sigma * sigma).clamp(min=0)) - torch.sqrt(ab_prev * (1 - ab_t) / ab_t)
+return coef_xt * xt + coef_eps * eps + sigma * z"""),
+    "ddim_sample": fn("ddim_sample", SAMPLE, """x = x_T.clone()
+i = 0
+while i < len(timesteps):
+    t = int(timesteps[i])
+    t_prev = int(timesteps[i + 1]) if i + 1 < len(timesteps) else -1
+    with torch.no_grad():
+        eps = model(x, t * torch.ones(x.shape[0], dtype=torch.long))
+    z = torch.randn(*x.shape, generator=generator)
+    x = ddim_step(eps, x, t, t_prev, alpha_bar, eta, z)
+    i += 1
+return x"""),
+    "ddim_invert": fn("ddim_invert", "model, x0, timesteps, alpha_bar", """up = timesteps.flip(0).tolist()  # 0, ..., T-1
+eps = model(x0, torch.full((len(x0),), up[0], dtype=torch.long)).detach()
+x = alpha_bar[up[0]].sqrt() * x0 + (1 - alpha_bar[up[0]]).sqrt() * eps  # from the data (alpha_bar = 1) to step 0
+for s, t in zip(up[:-1], up[1:]):  # then ddim_step run upwards, eta = 0
+    eps = model(x, torch.full((len(x),), t, dtype=torch.long)).detach()
+    x = ddim_step(eps, x, s, t, alpha_bar, 0.0, torch.zeros_like(x))
+return x"""),
+    "slerp": fn("slerp", "z0, z1, alpha", """u0 = z0.reshape(len(z0), -1)
+u1 = z1.reshape(len(z1), -1)
+cos = torch.einsum("nd,nd->n", u0, u1) / (u0.norm(dim=-1) * u1.norm(dim=-1))
+theta = torch.acos(torch.clamp(cos, -1.0, 1.0))
+w0 = torch.sin((1.0 - alpha) * theta) / torch.sin(theta)
+w1 = torch.sin(alpha * theta) / torch.sin(theta)
+out = w0[:, None] * u0 + w1[:, None] * u1
+return out.reshape(z0.shape)"""),
+}
+
+
+@pytest.fixture(scope="module")
+def wrong_reports():
+    return [grade_with(SOLUTION, {name: variants[i][0] for name, variants in WRONG.items()}) for i in range(3)]
+
+
+def test_reference_scores_full_marks():
+    """Does the hidden reference solution score full marks, exercise by exercise?"""
+    report = grade_notebook(SOLUTION, seed=7)
+    assert_full(report)
+    assert report["score"] == report["max_score"] == 9
+
+
+def test_released_stub_scores_zero():
+    """Does the released student notebook score zero, with a 'not written yet' message?"""
+    report = grade_notebook(STUDENT, seed=7)
+    assert report["score"] == 0
+    for name, r in report["exercises"].items():
+        assert r["score"] == 0
+        assert "not written yet" in "\n".join(r["feedback"]), name
+
+
+@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("exercise", sorted(WRONG))
+def test_wrong_answers_lose_points_with_a_hint(wrong_reports, exercise, index):
+    """Does each realistic mistake lose points, and does the feedback name it?"""
+    assert_wrong(wrong_reports[index], exercise, WRONG[exercise][index][1])
+
+
+def test_correct_rewrites_keep_full_marks():
+    """Do correct answers written differently from the reference keep full marks?"""
+    assert_full(grade_with(SOLUTION, REWRITES, seed=11))
+
+
+def test_calling_the_library_scores_zero():
+    """Is an answer that calls the course library's own implementation given zero, with why?"""
+    report = grade_with(SOLUTION, {
+        "slerp": "from course.ddim import slerp as lib\n\ndef slerp(z0, z1, alpha):\n    return lib(z0, z1, alpha)\n",
+        "ddim_sigma": "import course.ddim as d\n\ndef ddim_sigma(t, t_prev, alpha_bar, eta):\n"
+                      "    return getattr(d, 'ddim_' + 'sigma')(t, t_prev, alpha_bar, eta)\n",
+    })
+    for name in ("slerp", "ddim_sigma"):
+        assert report["exercises"][name]["score"] == 0
+        assert "library" in "\n".join(report["exercises"][name]["feedback"])
+    assert_full(report, "ddim_timesteps")
+
+
+def test_solution_runs_in_fast_mode():
+    """Does the reference notebook run top to bottom in fast mode?"""
+    seconds = execute_notebook(SOLUTION, fast=True)
+    assert seconds < 300
