@@ -227,6 +227,7 @@ def test_vp_sde_random(sub, rng):
     got = sub.call("vp_sde", x, t)
     expect(isinstance(got, tuple) and len(got) == 2, "vp_sde(x, t) should return a tuple (drift, diffusion).")
     expect_close(got[0], drift, "the drift f(x, t)", hints=[
+        Hint(0.5 * beta[:, None] * x, "the drift -beta(t) x / 2 pulls x towards 0: a minus sign is missing."),
         Hint(-beta[:, None] * x, "the drift is -beta(t) x / 2: the 1/2 is missing."),
         Hint(-0.5 * torch.sqrt(beta)[:, None] * x, "the drift uses beta(t), not sqrt(beta(t))."),
         Hint(-0.5 * (20.0 - t * 19.9)[:, None] * x, "beta(t) = beta_min + t (beta_max - beta_min) grows with t "

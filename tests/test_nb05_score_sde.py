@@ -1,0 +1,292 @@
+"""Notebook 05 (score matching and SDEs): does the grader reward the reference, give the released
+stub zero, catch realistic mistakes with a helpful hint, and keep full marks for correct answers
+written another way? Each variant notebook is graded once (module-scoped fixtures)."""
+from __future__ import annotations
+
+import pytest
+
+from course.execute import execute_notebook
+from grader.public.nb05_score_sde import EXERCISES
+from tests.support import NOTEBOOKS, SOLUTIONS, assert_full, assert_wrong, grade_with
+
+SOLUTION = SOLUTIONS / "05_score_sde.ipynb"
+RELEASED = NOTEBOOKS / "05_score_sde.ipynb"
+
+# --------------------------------------------------------------------------------------------
+# Wrong answers: WRONG[exercise] = [(source, expected hint), ...]; variant i uses answer #i of each.
+# --------------------------------------------------------------------------------------------
+GMM_HEAD = '''
+def gmm_log_prob(x, means, stds, weights):
+    d = x.shape[1]
+    sq = ((x[:, None, :] - means[None]) ** 2).sum(-1)
+'''
+SCORE_HEAD = '''
+def gmm_score(x, means, stds, weights):
+    var = stds ** 2
+    diff = means[None] - x[:, None]  # (N, K, d)
+    log_comp = torch.log(weights) - 0.5 * x.shape[1] * torch.log(2 * math.pi * var) - 0.5 * (diff ** 2).sum(-1) / var
+    resp = torch.softmax(log_comp, 1)
+'''
+PC_TEMPLATE = '''
+def pc_sample(score_fn, x_T, sde, n_steps, snr, n_corrector, generator=None):
+    dt = 1.0 / n_steps
+    x = x_T
+    for i in range(n_steps):
+        t = torch.full((x.shape[0],), 1.0 - i * dt)
+        for _ in range({n_corr}):
+            z = torch.randn(x.shape, generator=generator)
+            s = score_fn(x, t)
+            eps = 2 * (snr * z.norm(dim=1).mean() / s.norm(dim=1).mean()) ** 2
+            x = x + eps * s + {noise} * z
+        z = torch.randn(x.shape, generator=generator)
+        f, g = sde(x, t)
+        g = g[:, None]
+        x = x - (f {sign} g ** 2 * score_fn(x, t)) * dt + g * math.sqrt(dt) * z
+    return x
+'''
+PF_TEMPLATE = '''
+def pf_ode_log_prob(score_fn, x, sde, n_steps):
+    d = x.shape[1]
+    def drift(y, t):
+        f, g = sde(y, t)
+        return f - {scale} * g[:, None] ** 2 * score_fn(y, t)
+    def augmented(state, t):
+        xt = state[:, :d].detach()
+        tb = torch.full((xt.shape[0],), t)
+        with torch.enable_grad():
+            dx = drift(xt, tb).detach()
+        return torch.cat([dx, divergence(drift, xt, tb)[:, None]], 1)
+    state = torch.cat([x, torch.zeros(x.shape[0], 1)], 1)
+    for i in range(n_steps):
+        state = rk4_step(augmented, state, i / n_steps, 1.0 / n_steps)
+    return {result}
+'''
+
+WRONG = {
+    "gmm_log_prob": [
+        (GMM_HEAD + "    var = stds ** 2\n    return torch.logsumexp(-0.5 * d * torch.log(2 * math.pi * var) - 0.5 * sq / var, 1)\n",
+         "weights are missing"),
+        (GMM_HEAD + "    var = stds\n    return torch.logsumexp(torch.log(weights) - 0.5 * d * torch.log(2 * math.pi * var) - 0.5 * sq / var, 1)\n",
+         "where the variance"),
+        (GMM_HEAD + "    var = stds ** 2\n    comp = weights * torch.exp(-0.5 * sq / var) / (2 * math.pi * var) ** (d / 2)\n"
+         "    return torch.log(comp.sum(1))\n", "logsumexp"),
+    ],
+    "gmm_score": [
+        (SCORE_HEAD + "    return (diff / var[None, :, None]).mean(1)\n", "not uniformly"),
+        (SCORE_HEAD + "    return (resp[:, :, None] * -diff / var[None, :, None]).sum(1)\n", "points towards the means"),
+        (SCORE_HEAD + "    return (resp[:, :, None] * diff / stds[None, :, None]).sum(1)\n", "not the standard deviation"),
+    ],
+    "dsm_loss": [
+        ("def dsm_loss(score_model, x0, sigma, noise):\n    s = sigma[:, None]\n"
+         "    return ((s * score_model(x0 + s * noise, sigma) - noise) ** 2).mean()\n", "with a plus"),
+        ("def dsm_loss(score_model, x0, sigma, noise):\n    s = sigma[:, None]\n"
+         "    return ((s * score_model(x0, sigma) + noise) ** 2).mean()\n", "noisy point"),
+        ("def dsm_loss(score_model, x0, sigma, noise):\n    s = sigma[:, None]\n"
+         "    return ((score_model(x0 + s * noise, sigma) + noise / s) ** 2).mean()\n", "sigma^2 weighting"),
+    ],
+    "langevin_step": [
+        ("def langevin_step(score_fn, x, step_size, z):\n    return x + step_size * score_fn(x) + math.sqrt(step_size) * z\n",
+         "not sqrt(step_size) z"),
+        ("def langevin_step(score_fn, x, step_size, z):\n    return x + step_size * score_fn(x)\n", "noise term"),
+        ("def langevin_step(score_fn, x, step_size, z):\n    return x - step_size * score_fn(x) + math.sqrt(2 * step_size) * z\n",
+         "move along the score"),
+    ],
+    "vp_marginal": [
+        ("def vp_marginal(t, beta_min=0.1, beta_max=20.0):\n"
+         "    a = torch.exp(-0.5 * beta_min * t - 0.25 * t ** 2 * (beta_max - beta_min))\n    return a, 1 - a ** 2\n",
+         "you returned the variance"),
+        ("def vp_marginal(t, beta_min=0.1, beta_max=20.0):\n"
+         "    a = torch.exp(-beta_min * t - 0.5 * t ** 2 * (beta_max - beta_min))\n    return a, torch.sqrt(1 - a ** 2)\n",
+         "the 1/2 is missing"),
+        ("def vp_marginal(t, beta_min=0.1, beta_max=20.0):\n    beta = beta_min + t * (beta_max - beta_min)\n"
+         "    a = torch.exp(-0.5 * beta * t)\n    return a, torch.sqrt(1 - a ** 2)\n", "integrate beta"),
+    ],
+    "vp_sde": [
+        ("def vp_sde(x, t, beta_min=0.1, beta_max=20.0):\n    beta = beta_min + t * (beta_max - beta_min)\n"
+         "    return -0.5 * beta[:, None] * x, beta\n", "where its square root belongs"),
+        ("def vp_sde(x, t, beta_min=0.1, beta_max=20.0):\n    beta = beta_min + t * (beta_max - beta_min)\n"
+         "    return -beta[:, None] * x, torch.sqrt(beta)\n", "the 1/2 is missing"),
+        ("def vp_sde(x, t, beta_min=0.1, beta_max=20.0):\n    beta = beta_min + t * (beta_max - beta_min)\n"
+         "    return 0.5 * beta[:, None] * x, torch.sqrt(beta)\n", "minus sign"),
+    ],
+    "reverse_sde_step": [
+        ("def reverse_sde_step(score_fn, x, t, dt, z, sde):\n    f, g = sde(x, t)\n    g = g[:, None]\n"
+         "    return x - (f + g ** 2 * score_fn(x, t)) * dt + g * math.sqrt(dt) * z\n", "flipped"),
+        ("def reverse_sde_step(score_fn, x, t, dt, z, sde):\n    f, g = sde(x, t)\n    g = g[:, None]\n"
+         "    return x + (f - g ** 2 * score_fn(x, t)) * dt + g * math.sqrt(dt) * z\n", "backwards in time"),
+        ("def reverse_sde_step(score_fn, x, t, dt, z, sde):\n    f, g = sde(x, t)\n    g = g[:, None]\n"
+         "    return x - (f - g ** 2 * score_fn(x, t)) * dt + g * z\n", "sqrt(dt)"),
+    ],
+    "pf_ode_drift": [
+        ("def pf_ode_drift(score_fn, x, t, sde):\n    f, g = sde(x, t)\n    return f - g[:, None] ** 2 * score_fn(x, t)\n",
+         "half the score term"),
+        ("def pf_ode_drift(score_fn, x, t, sde):\n    f, g = sde(x, t)\n    return f + 0.5 * g[:, None] ** 2 * score_fn(x, t)\n",
+         "sign of the score term is flipped"),
+        ("def pf_ode_drift(score_fn, x, t, sde):\n    f, g = sde(x, t)\n    return f - 0.5 * g[:, None] * score_fn(x, t)\n",
+         "not (1/2) g(t) score"),
+    ],
+    "pc_sample": [
+        (PC_TEMPLATE.format(n_corr="n_corrector", noise="torch.sqrt(eps)", sign="-"), "sqrt(2 eps)"),
+        (PC_TEMPLATE.format(n_corr="0", noise="torch.sqrt(2 * eps)", sign="-"), "n_corrector Langevin corrector steps"),
+        (PC_TEMPLATE.format(n_corr="n_corrector", noise="torch.sqrt(2 * eps)", sign="+"), "blew up"),
+    ],
+    "pf_ode_log_prob": [
+        (PF_TEMPLATE.format(scale="0.5", result="standard_normal_log_prob(state[:, :d]) - state[:, d]"),
+         "add the integral of the divergence"),
+        (PF_TEMPLATE.format(scale="0.5", result="state[:, d]"), "prior term"),
+        (PF_TEMPLATE.format(scale="1.0", result="standard_normal_log_prob(state[:, :d]) + state[:, d]"),
+         "probability-flow drift"),
+    ],
+    "eps_to_score": [
+        ("def eps_to_score(eps, std):\n    return eps / std[:, None]\n", "minus sign"),
+        ("def eps_to_score(eps, std):\n    return -eps / std[:, None] ** 2\n", "not the variance"),
+        ("def eps_to_score(eps, std):\n    return -eps * std[:, None]\n", "do not multiply"),
+    ],
+}
+
+# Correct answers written differently: every one must keep full marks.
+REWRITES = {
+    "gmm_log_prob": '''
+def gmm_log_prob(x, means, stds, weights):
+    comps = torch.distributions.Normal(means[None], stds[None, :, None])  # batch (1, K, d)
+    log_comp = comps.log_prob(x[:, None, :]).sum(-1)  # (N, K)
+    return torch.logsumexp(log_comp + weights.log(), dim=-1)
+''',
+    "gmm_score": '''
+def gmm_score(x, means, stds, weights):
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(gmm_log_prob(x, means, stds, weights).sum(), x)
+    return grad
+''',
+    "dsm_loss": '''
+import torch.nn.functional as F
+
+def dsm_loss(score_model, x0, sigma, noise):
+    x_noisy = x0 + sigma.view(-1, 1) * noise
+    return F.mse_loss(sigma.view(-1, 1) * score_model(x_noisy, sigma), -noise)
+''',
+    "langevin_step": '''
+def langevin_step(score_fn, x, step_size, z):
+    drift = step_size * score_fn(x)
+    return x + drift + (2 * step_size) ** 0.5 * z
+''',
+    "vp_marginal": '''
+def vp_marginal(t, beta_min=0.1, beta_max=20.0):
+    integral = beta_min * t + 0.5 * t ** 2 * (beta_max - beta_min)
+    mean_coef = torch.exp(-0.5 * integral)
+    return mean_coef, (1 - mean_coef ** 2).sqrt()
+''',
+    "vp_sde": '''
+def vp_sde(x, t, beta_min=0.1, beta_max=20.0):
+    beta = torch.lerp(torch.full_like(t, beta_min), torch.full_like(t, beta_max), t)
+    return -beta.unsqueeze(-1) * x / 2, beta.sqrt()
+''',
+    "reverse_sde_step": '''
+def reverse_sde_step(score_fn, x, t, dt, z, sde):
+    f, g = sde(x, t)
+    g2 = (g ** 2).reshape(-1, 1)
+    mean = x + (g2 * score_fn(x, t) - f) * dt
+    return mean + torch.sqrt(g2 * dt) * z
+''',
+    "pf_ode_drift": '''
+def pf_ode_drift(score_fn, x, t, sde):
+    f, g = sde(x, t)
+    return f - (g ** 2 / 2).unsqueeze(1) * score_fn(x, t)
+''',
+    "pc_sample": '''
+def pc_sample(score_fn, x_T, sde, n_steps, snr, n_corrector, generator=None):
+    ts = torch.linspace(1.0, 0.0, n_steps + 1)
+    x = x_T.clone()
+    for k in range(n_steps):
+        t = ts[k].repeat(len(x))
+        for _ in range(n_corrector):
+            noise = torch.randn(x.shape, generator=generator)
+            grad = score_fn(x, t)
+            eps = 2 * (snr * torch.linalg.norm(noise, dim=-1).mean() / torch.linalg.norm(grad, dim=-1).mean()) ** 2
+            x = langevin_step(lambda y: score_fn(y, t), x, float(eps), noise)  # a second evaluation: fine
+        noise = torch.randn(x.shape, generator=generator)  # noise on the last step too
+        x = reverse_sde_step(score_fn, x, t, float(ts[k] - ts[k + 1]), noise, sde)
+    return x
+''',
+    "pf_ode_log_prob": '''
+def pf_ode_log_prob(score_fn, x, sde, n_steps):
+    n, d = x.shape
+
+    def field(y, t):  # y (n, d + 1), t a float; the divergence by hand, one gradient per dimension
+        xt = y[:, :d].detach().requires_grad_(True)
+        with torch.enable_grad():
+            v = pf_ode_drift(score_fn, xt, torch.full((n,), float(t)), sde)
+            div = sum(torch.autograd.grad(v[:, i].sum(), xt, retain_graph=True)[0][:, i] for i in range(d))
+        return torch.cat([v.detach(), div.detach()[:, None]], 1)
+
+    y = torch.cat([x, x.new_zeros(n, 1)], 1)
+    h = 1.0 / n_steps
+    for i in range(n_steps):
+        t = i * h
+        k1 = field(y, t); k2 = field(y + h / 2 * k1, t + h / 2)
+        k3 = field(y + h / 2 * k2, t + h / 2); k4 = field(y + h * k3, t + h)
+        y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    x1 = y[:, :d]
+    return -0.5 * (x1 ** 2).sum(1) - 0.5 * d * math.log(2 * math.pi) + y[:, d]
+''',
+    "eps_to_score": '''
+def eps_to_score(eps, std):
+    std = torch.as_tensor(std, dtype=eps.dtype)
+    return -eps / std.reshape(-1, *([1] * (eps.dim() - 1)))
+''',
+}
+
+
+@pytest.fixture(scope="module")
+def reference_report():
+    return grade_with(SOLUTION, {})
+
+
+@pytest.fixture(scope="module", params=[0, 1, 2], ids=["wrong#1", "wrong#2", "wrong#3"])
+def wrong_report(request):
+    i = request.param
+    return i, grade_with(SOLUTION, {name: answers[i][0] for name, answers in WRONG.items()})
+
+
+@pytest.fixture(scope="module")
+def rewrite_report():
+    return grade_with(SOLUTION, REWRITES)
+
+
+def test_every_exercise_has_three_wrong_answers_and_a_rewrite():
+    """Does every exercise come with at least three wrong answers and a correct rewrite?"""
+    assert set(WRONG) == set(EXERCISES) == set(REWRITES)
+    assert all(len(answers) >= 3 for answers in WRONG.values())
+
+
+def test_reference_scores_full_marks(reference_report):
+    """Does the reference solution score full marks?"""
+    assert_full(reference_report)
+
+
+def test_released_stub_scores_zero():
+    """Does the released notebook (solutions removed) score zero?"""
+    from grader.engine.grade import grade_notebook
+
+    report = grade_notebook(RELEASED, seed=7)
+    for name, r in report["exercises"].items():
+        assert r["score"] == 0, f"{name} scored {r['score']} on the released stub"
+
+
+@pytest.mark.parametrize("exercise", list(WRONG))
+def test_wrong_answers_lose_points_with_a_hint(wrong_report, exercise):
+    """Does each realistic mistake lose points, with the hint that names it?"""
+    i, report = wrong_report
+    assert_wrong(report, exercise, WRONG[exercise][i][1])
+
+
+@pytest.mark.parametrize("exercise", list(REWRITES))
+def test_correct_rewrites_keep_full_marks(rewrite_report, exercise):
+    """Does a correct answer written differently keep full marks?"""
+    assert_full(rewrite_report, exercise)
+
+
+def test_solution_runs_in_fast_mode():
+    """Does the solution notebook run top to bottom in fast mode?"""
+    execute_notebook(SOLUTION, fast=True)
