@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from course.release import SOLUTIONS, generate, solution_notebooks
+from course.release import SOLUTIONS, solution_notebooks
 
 COURSE_ID = "diffusion-course"
 CONFIG_FILE = "nbgrader_config.py"
@@ -59,14 +59,37 @@ def load_config(course_dir: Path):
 
 
 def db_url(course_dir: Path) -> str:
+    """The gradebook's URL: the config's ``CourseDirectory.db_url``, else nbgrader's default."""
+    config = load_config(course_dir) if (Path(course_dir) / CONFIG_FILE).is_file() else None
+    if config is not None and "db_url" in config.CourseDirectory:
+        return config.CourseDirectory.db_url
     return f"sqlite:///{Path(course_dir).resolve() / 'gradebook.db'}"
+
+
+def course_id(course_dir: Path) -> str:
+    config = load_config(course_dir) if (Path(course_dir) / CONFIG_FILE).is_file() else None
+    if config is not None and "course_id" in config.CourseDirectory:
+        return config.CourseDirectory.course_id
+    return COURSE_ID
 
 
 def gradebook(course_dir: Path):
     """nbgrader's Gradebook of ``course_dir`` (use as a context manager)."""
     from nbgrader.api import Gradebook
 
-    return Gradebook(db_url(course_dir), course_id=COURSE_ID)
+    return Gradebook(db_url(course_dir), course_id=course_id(course_dir))
+
+
+def generate_assignments(course_dir: Path, names: list[str]) -> None:
+    """nbgrader's generate_assignment for each name, with the course directory's own config."""
+    from nbgrader.apps import NbGraderAPI
+
+    api = NbGraderAPI(config=load_config(course_dir))
+    for name in names:
+        result = api.generate_assignment(name, force=True, create=True)
+        if not result.get("success"):
+            raise RuntimeError(f"nbgrader generate_assignment failed for {name}:\n{result.get('log', '')}\n"
+                               f"{result.get('error', '')}")
 
 
 def init_class(course_dir: Path, solutions_dir: Path = SOLUTIONS, only: list[str] | None = None,
@@ -93,7 +116,7 @@ def init_class(course_dir: Path, solutions_dir: Path = SOLUTIONS, only: list[str
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src, dest)
         names.append(src.stem)
-    generate(course_dir, names)  # nbgrader generate_assignment: release/ and the gradebook rows
+    generate_assignments(course_dir, names)  # nbgrader: release/ and the gradebook rows
     if duedate:
         with gradebook(course_dir) as gb:
             for name in names:
@@ -128,9 +151,11 @@ def record_grades(course_dir: Path, student: str, assignment: str, report: dict,
             name = cell.name[len(GRADE_CELL_PREFIX):] if cell.name.startswith(GRADE_CELL_PREFIX) else None
             result = exercises.get(name)
             score = 0.0 if result is None else float(result["score"])
-            grade.auto_score = max(0.0, min(score, float(cell.max_score)))
-            # nbgrader's own rule (SaveAutoGrades): a manual score keeps the cell in manual grading
-            grade.needs_manual_grade = grade.manual_score is not None
+            score = max(0.0, min(score, float(cell.max_score)))
+            if grade.auto_score != score:
+                grade.auto_score = score
+                # nbgrader's own rule (SaveAutoGrades): a cell graded by hand before is flagged for review
+                grade.needs_manual_grade = grade.manual_score is not None
         gb.db.commit()
     _assign_late_penalty(course_dir, student, assignment, config)
     with gradebook(course_dir) as gb:
@@ -146,7 +171,7 @@ def _assign_late_penalty(course_dir: Path, student: str, assignment: str, config
     from nbgrader.preprocessors import AssignLatePenalties
 
     config = config if config is not None else load_config(course_dir)
-    pre = AssignLatePenalties(config=config)
+    pre = AssignLatePenalties(config=config)  # its plugin: LateSubmissionPlugin, or the configured one
     resources = {"nbgrader": {"notebook": assignment, "assignment": assignment, "student": student,
                               "db_url": db_url(course_dir)}}
     pre.preprocess(nbformat.v4.new_notebook(), resources)
