@@ -22,8 +22,13 @@ from course.embedding import timestep_embedding
 
 
 def group_norm(ch: int) -> nn.GroupNorm:
-    """GroupNorm with up to 8 groups (the largest of 8, 4, 2, 1 that divides ``ch``)."""
-    return nn.GroupNorm(math.gcd(8, ch), ch)
+    """GroupNorm for any channel count: the most groups (up to 8) that divide ``ch`` with >= 4 channels each.
+
+    Groups of several channels matter: a group of one channel would subtract, per channel, the very
+    shift that ResBlock adds from the time embedding.
+    """
+    groups = next(g for g in (8, 4, 2, 1) if ch % g == 0 and (ch // g >= 4 or g == 1))
+    return nn.GroupNorm(groups, ch)
 
 
 class ResBlock(nn.Module):
