@@ -56,13 +56,13 @@ def build_bundle(out: Path, force: bool = False, notebooks_dir: Path = NOTEBOOKS
             shutil.copy(ROOT / name, out / name)
     if not (out / "README.md").exists():  # pyproject's readme must exist for `pip install .`
         (out / "README.md").write_text(README, encoding="utf-8")
-    # every notebook with a solution gets its student version (released now if missing)
-    missing = [s.stem for s in solution_notebooks(solutions_dir) if not (notebooks_dir / s.name).is_file()]
-    if missing:
-        release(notebooks_dir, solutions_dir, quiet=True, only=missing)
+    # the released student notebooks; a solution not released yet is released into the bundle only
     (out / "notebooks").mkdir()
     for nb in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")):
         shutil.copy(nb, out / "notebooks" / nb.name)
+    missing = [s.stem for s in solution_notebooks(solutions_dir) if not (notebooks_dir / s.name).is_file()]
+    if missing:
+        release(out / "notebooks", solutions_dir, quiet=True, only=missing)
     problems = audit_bundle(out)
     if problems:
         shutil.rmtree(out)
