@@ -39,8 +39,11 @@ def _ignore(_dir, names):
 
 
 def build_bundle(out: Path, force: bool = False, notebooks_dir: Path = NOTEBOOKS,
-                 solutions_dir: Path = SOLUTIONS) -> Path:
-    """Write the student bundle to ``out``; return it. Refuses to overwrite unless ``force``."""
+                 solutions_dir: Path = SOLUTIONS, only: list[str] | None = None) -> Path:
+    """Write the student bundle to ``out``; return it. Refuses to overwrite unless ``force``.
+
+    ``only``: the notebook ids to include (default: every notebook in solutions/ and notebooks/).
+    """
     out = Path(out).resolve()
     if out.exists():
         if not force:
@@ -59,8 +62,10 @@ def build_bundle(out: Path, force: bool = False, notebooks_dir: Path = NOTEBOOKS
     # the released student notebooks; a solution not released yet is released into the bundle only
     (out / "notebooks").mkdir()
     for nb in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")):
-        shutil.copy(nb, out / "notebooks" / nb.name)
-    missing = [s.stem for s in solution_notebooks(solutions_dir) if not (notebooks_dir / s.name).is_file()]
+        if not only or nb.stem in only:
+            shutil.copy(nb, out / "notebooks" / nb.name)
+    missing = [s.stem for s in solution_notebooks(solutions_dir)
+               if not (notebooks_dir / s.name).is_file() and (not only or s.stem in only)]
     if missing:
         release(out / "notebooks", solutions_dir, quiet=True, only=missing)
     problems = audit_bundle(out)

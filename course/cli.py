@@ -111,7 +111,7 @@ def cmd_autograde(args) -> int:
 def cmd_bundle(args) -> int:
     from course.bundle import build_bundle
 
-    out = build_bundle(Path(args.out), force=args.force)
+    out = build_bundle(Path(args.out), force=args.force, only=args.only)
     print(f"student bundle written to {out}")
     return 0
 
@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bundle", help="build what students receive (no solutions, no hidden tests)")
     p.add_argument("out")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--only", action="append", help="only this notebook id (repeatable; default all)")
     p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("progress", help="your current score on every notebook's exercises")

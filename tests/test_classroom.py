@@ -278,7 +278,7 @@ def _row_counts(course_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundle") / "student"
-    assert cli.main(["bundle", str(out)]) == 0
+    assert cli.main(["bundle", str(out), "--only", A]) == 0
     return out
 
 
@@ -291,7 +291,7 @@ def test_bundle_has_no_solutions_nor_hidden_tests(bundle):
                    "grader/public/nb01_toy_flows.py", "notebooks/01_toy_flows.ipynb", "pyproject.toml", "README.md"):
         assert (bundle / needed).is_file(), needed
     with pytest.raises(FileExistsError):
-        cli.main(["bundle", str(bundle)])
+        cli.main(["bundle", str(bundle), "--only", A])
 
 
 def test_check_works_from_the_bundle(bundle):
