@@ -139,8 +139,12 @@ def record_grades(course_dir: Path, student: str, assignment: str, report: dict,
     cell ``check_<exercise>`` gets ``auto_score`` = the exercise's score (clipped to the cell's
     points). Cells the report does not mention (an unreadable notebook) get zero.
     """
+    import warnings
+
     notebook = assignment  # one notebook per assignment, named after it
-    with gradebook(course_dir) as gb:
+    with gradebook(course_dir) as gb, warnings.catch_warnings():
+        # nbgrader's add_submission builds rows before adding them to the session: SQLAlchemy warns, harmlessly
+        warnings.filterwarnings("ignore", message=".*not in session.*")
         gb.update_or_create_student(student)
         kwargs = {"timestamp": timestamp} if timestamp else {}
         gb.update_or_create_submission(assignment, student, **kwargs)
