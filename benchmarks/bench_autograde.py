@@ -11,6 +11,7 @@ min(workers, free cores).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -65,15 +66,19 @@ def main() -> int:
                              log=lambda *a: None)
             wall = time.monotonic() - t0
             per = [r["report"].get("seconds", 0.0) for r in rows]
+            proc = [r["report"].get("process_seconds", 0.0) for r in rows]
             scores = sorted({r["score"] for r in rows})
-            results.append((workers, len(rows), wall, statistics.mean(per), scores))
+            results.append((workers, len(rows), wall, statistics.mean(per), statistics.mean(proc), scores))
         base = results[0][2]
         print(f"autograde of {args.n} submissions of {args.notebook} (init-class took {setup_s:.1f} s)")
         print(f"{'workers':>7}  {'N':>3}  {'wall s':>7}  {'s/submission':>12}  {'speedup':>7}  "
-              f"{'mean grading s':>14}  scores")
-        for workers, n, wall, mean, scores in results:
+              f"{'mean grading s':>14}  {'mean process s':>14}  scores")
+        for workers, n, wall, mean, proc, scores in results:
             print(f"{workers:>7}  {n:>3}  {wall:>7.1f}  {wall / max(n, 1):>12.1f}  {base / wall:>7.2f}  "
-                  f"{mean:>14.1f}  {', '.join(f'{s:g}' for s in scores)}")
+                  f"{mean:>14.1f}  {proc:>14.1f}  {', '.join(f'{s:g}' for s in scores)}")
+        print("grading s: grade_notebook inside the grading process; process s: the whole process "
+              "(Python start, imports, grading); wall s also includes the gradebook writes.")
+        print(f"machine: {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f} at the end")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

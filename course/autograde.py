@@ -225,7 +225,9 @@ def _grade_submission(course_dir: Path, sub: Submission, opts: Options, hidden: 
             "hidden": hidden, "budget_s": opts.budget_s, "limits": opts.limits, "seed": opts.seed,
             "isolate": opts.isolate})]
         wall = opts.wall_s or opts.budget_s + 120.0
+        t0 = time.monotonic()
         code, output = runner.run(argv, wall)
+        process_s = round(time.monotonic() - t0, 2)  # grading plus the process's start (imports)
         report = _load_report(tmp_out) if code == 0 else None
         tmp_out.unlink(missing_ok=True)
         if report is None:
@@ -233,6 +235,7 @@ def _grade_submission(course_dir: Path, sub: Submission, opts: Options, hidden: 
             report = error_report(sub.assignment, f"the grader failed on this submission ({detail}); "
                                                   "it will be regraded by the next run")
             report["grader_failure"] = True
+        report["process_seconds"] = process_s
     report.update({"student": sub.student, "assignment": sub.assignment, "timestamp": sub.timestamp,
                    "input_sha256": digest})
     atomic_write(path, json.dumps(report, indent=1) + "\n")  # before any database write
