@@ -12,6 +12,8 @@ import torch
 
 from course import ddpm, oracles, schedules
 
+torch.set_num_threads(1)  # small tensors on a shared machine
+
 
 @pytest.fixture
 def cosine100():
