@@ -385,7 +385,7 @@ def test_pf_ode_log_prob_mixture(sub, rng):
     """pf_ode_log_prob with the exact score matches the true mixture log density"""
     means, stds, weights = random_mixture(rng, 3)
     score_ref, sde_ref = Ref("vp_mixture_score", means, stds, weights), Ref("vp")
-    x = gmm.GaussianMixture(means, stds, weights).sample(48, rng)
+    x = gmm.GaussianMixture(means, stds, weights).sample(32, rng)
     true = gmm.gmm_log_prob(x, means, stds, weights)
     n_steps = 40
     score_fn, vp_sde = build(score_ref), build(sde_ref)
@@ -403,8 +403,7 @@ def test_pf_ode_log_prob_mixture(sub, rng):
                      Hint(lambda: sde.pf_ode_log_prob(score_fn, x, doubled, n_steps),
                           "use the probability-flow drift f - (1/2) g^2 score, not the reverse SDE's f - g^2 score."),
                  ])
-    expect_close(got, sde.pf_ode_log_prob(score_fn, x, vp_sde, n_steps), "pf_ode_log_prob against the reference (RK4)",
-                 rtol=0.0, atol=0.02)
+    expect_close(got, prior + delta, "pf_ode_log_prob against the reference (RK4)", rtol=0.0, atol=0.02)
 
 
 @exercise("pf_ode_log_prob")
@@ -413,7 +412,7 @@ def test_pf_ode_log_prob_gaussian_closed_form(sub, rng):
     mu = torch.randn(1, 2, generator=rng)
     s = 0.5 + float(torch.rand(1, generator=rng)) * 0.5
     x = mu + s * torch.randn(16, 2, generator=rng)
-    got = sub.call("pf_ode_log_prob", Ref("vp_mixture_score", mu, [s], [1.0]), x, Ref("vp"), 40, timeout=30)
+    got = sub.call("pf_ode_log_prob", Ref("vp_mixture_score", mu, [s], [1.0]), x, Ref("vp"), 30, timeout=30)
     expected = gmm.gmm_log_prob(x, mu, torch.tensor([s]), torch.ones(1))
     expect_close(got, expected, "pf_ode_log_prob for N(mu, s^2 I) data", rtol=0.0, atol=0.05)
 
