@@ -44,7 +44,8 @@ def check_timesteps(got, T_, n):
     expect(isinstance(got, torch.Tensor), f"{what} should return a torch LongTensor, got {type(got).__name__}.")
     expect(not got.is_floating_point(), f"{what} has dtype {got.dtype}, expected torch.int64 (a LongTensor).",
            "Hint: steps index alpha_bar: round them, then convert with .long().")
-    expect(tuple(got.shape) == (n,), f"{what} should have shape ({n},), got {tuple(got.shape)}.")
+    expect(got.dim() == 1 and got.numel() >= 2, f"{what} should be a 1-dimensional tensor of {n} steps, "
+                                                 f"got shape {tuple(got.shape)}.")
     steps = got.tolist()
     expect(steps[0] > steps[-1], f"{what} is in ascending order ({steps[0]}, {steps[1]}, ...).",
            "Hint: DDIM walks from noise to data: the steps must be descending, T-1 first and 0 last.")
@@ -53,6 +54,7 @@ def check_timesteps(got, T_, n):
            "torch.arange(0, T, T // n_steps) never reaches T-1. Space the steps from T-1 down to 0.")
     expect(steps[-1] == 0, f"{what} ends at {steps[-1]}, but must end at 0.",
            "Hint: the last step must be 0, the least noisy one, so the final step lands on clean data.")
+    expect(tuple(got.shape) == (n,), f"{what} should have shape ({n},): n_steps steps, got {tuple(got.shape)}.")
     exact = torch.linspace(T_ - 1, 0, n, dtype=torch.float64)
     off = (got.double() - exact).abs()
     expect(bool((off < 1).all()),
