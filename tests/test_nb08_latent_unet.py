@@ -42,7 +42,7 @@ ATTN_RETURN = "return x + self.proj(out.reshape(B, C, H, W))"
 UNET_CAT = "h = up(block(torch.cat([h, kept.pop()], dim=1), emb))"
 KL_LINE = "kl = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).flatten(1).sum(dim=1)  # (B,)"
 
-# exercise -> three wrong answers: (source, text the feedback must contain)
+# exercise -> three (or more) wrong answers: (source, text the feedback must contain)
 WRONG = {
     "timestep_embedding": [
         (edit("timestep_embedding", (EMB_RETURN, "return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)")),
@@ -54,6 +54,9 @@ WRONG = {
     "ResBlock": [
         (edit("ResBlock", (RES_EMB, "h = h + 0 * self.emb_proj(F.silu(emb)).mean()")), "embedding is ignored"),
         (edit("ResBlock", (RES_RETURN, "return h")), "residual connection is missing"),
+        (edit("ResBlock", (RES_EMB, "h = h + self.emb_proj(F.silu(emb)).mean(1)[:, None, None, None]")),
+         "normalised away"),
+        # a fourth variant, graded in a notebook of its own: it breaks the UNet built from it too
         (edit("ResBlock", ("nn.Conv2d(in_ch, out_ch, 3, padding=1)", "nn.Conv2d(in_ch, out_ch, 3)")), "padding=1"),
     ],
     "Attention2d": [
@@ -89,8 +92,7 @@ WRONG = {
         (edit("vae_loss", ("return (rec + beta * kl).mean()", "return (rec - beta * kl).mean()")), "wrong sign"),
         (edit("vae_loss", ("return (rec + beta * kl).mean()", "return rec.mean() + beta * kl.sum()")),
          "summed over the batch"),
-        (edit("vae_loss", ("rec = ((x - x_rec) ** 2).flatten(1).sum(dim=1)", "rec = ((x - x_rec) ** 2).mean()"),
-              (KL_LINE, "kl = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).flatten(1).mean()")),
+        (edit("vae_loss", ("rec = ((x - x_rec) ** 2).flatten(1).sum(dim=1)", "rec = F.mse_loss(x_rec, x)")),
          "mean over all elements"),
     ],
     "latent_scale": [
@@ -204,9 +206,15 @@ def vae_loss(x, x_rec, mu, logvar, beta):
 }
 
 
+N_VARIANTS = max(len(v) for v in WRONG.values())
+CASES = [(name, i) for name, variants in sorted(WRONG.items()) for i in range(len(variants))]
+
+
 @pytest.fixture(scope="module")
 def wrong_reports():
-    return [grade_with(SOLUTION, {name: variants[i][0] for name, variants in WRONG.items()}) for i in range(3)]
+    """Variant notebook i holds wrong answer #i of every exercise that has one; each is graded once."""
+    return [grade_with(SOLUTION, {name: variants[i][0] for name, variants in WRONG.items() if i < len(variants)})
+            for i in range(N_VARIANTS)]
 
 
 def test_reference_scores_full_marks():
@@ -225,8 +233,7 @@ def test_released_stub_scores_zero():
         assert "not written yet" in "\n".join(r["feedback"]), name
 
 
-@pytest.mark.parametrize("index", range(3))
-@pytest.mark.parametrize("exercise", sorted(WRONG))
+@pytest.mark.parametrize("exercise, index", CASES)
 def test_wrong_answers_lose_points_with_a_hint(wrong_reports, exercise, index):
     """Does each realistic mistake lose points, and does the feedback name it?"""
     assert_wrong(wrong_reports[index], exercise, WRONG[exercise][index][1])

@@ -126,7 +126,7 @@ def probe_attention_shapes(ns, configs, seed: int = 0):
 
 
 def probe_attention_behaviour(ns, ch: int, heads: int, seed: int = 0):
-    """Reach across the image, batch independence, the output with every weight zero."""
+    """Permutation equivariance over pixels, batch independence, the output with every weight zero."""
     torch.manual_seed(seed)
     attn = _jiggle(ns["Attention2d"](ch, heads=heads), 0.3)
     B, H, W = 2, 6, 6
@@ -136,12 +136,14 @@ def probe_attention_behaviour(ns, ch: int, heads: int, seed: int = 0):
         x_other = x.clone()
         x_other[1] = torch.randn(ch, H, W)
         batch_leak = float((attn(x_other)[0] - out[0]).abs().max())
-    x_grad = x.clone().requires_grad_(True)
-    attn(x_grad)[0, :, 0, 0].sum().backward()  # how pixel (0, 0) reacts to the far corner
-    far_reach = float(x_grad.grad[0, :, H - 1, W - 1].abs().sum())
+    perm = torch.randperm(H * W)
+    with torch.no_grad():  # self-attention treats the pixels as a set: permuting them permutes the output
+        out_of_permuted = attn(x.flatten(2)[:, :, perm].reshape(B, ch, H, W))
+        permuted_out = out.flatten(2)[:, :, perm].reshape(B, ch, H, W)
     with torch.no_grad():
         zeroed = _zero(attn)(x)
-    return {"far_reach": far_reach, "batch_leak": batch_leak, "x": x, "zeroed": zeroed}
+    return {"out_of_permuted": out_of_permuted, "permuted_out": permuted_out, "batch_leak": batch_leak,
+            "x": x, "zeroed": zeroed}
 
 
 def _unet_inputs(in_ch, n_classes, B, H):
