@@ -11,6 +11,7 @@ codec); the grader decides what is right. Requests:
 """
 from __future__ import annotations
 
+import builtins
 import importlib
 import json
 import os
@@ -84,28 +85,36 @@ class Worker:
         factory, args, kwargs = payload
         return getattr(self.module, factory)(*args, **kwargs)
 
-    def _forbidden_codes(self, specs) -> dict:
-        codes = {}
+    @staticmethod
+    def _forbidden_functions(specs) -> list:
+        """The library functions (or a class's ``forward``) this call must not reach."""
+        found = []
         for spec in specs or []:
             module_name, _, qualname = spec.partition(":")
             try:
                 obj = importlib.import_module(module_name)
                 for part in qualname.split("."):
                     obj = getattr(obj, part)
-                code = getattr(obj, "__code__", None) or getattr(getattr(obj, "forward", None), "__code__", None)
-                if code is not None:
-                    codes[code] = spec
             except Exception:  # the library moved: nothing to watch
-                pass
-        return codes
+                continue
+            fn = obj if hasattr(obj, "__code__") else getattr(obj, "forward", None)
+            if fn is not None and hasattr(fn, "__code__"):
+                found.append((fn, spec))
+        return found
 
     def _invoke(self, request: dict, fn) -> dict:
-        codes = self._forbidden_codes(request.get("forbid"))
+        """Call ``fn`` with the decoded arguments while the library's own implementation of the
+        exercise is booby-trapped: its code object is swapped for one that raises and leaves a
+        mark, so any route to it (an alias, importlib, getattr) is caught, at no run-time cost.
+        Functions with closures cannot be swapped and are watched by a profile hook instead."""
+        traps = self._forbidden_functions(request.get("forbid"))
+        watched = {f.__code__: spec for f, spec in traps if f.__code__.co_freevars}
+        swapped = [(f, f.__code__, spec) for f, spec in traps if not f.__code__.co_freevars]
         hit: list[str] = []
 
         def profiler(frame, event, arg):
-            if event == "call" and frame.f_code in codes:
-                hit.append(codes[frame.f_code])
+            if event == "call" and frame.f_code in watched:
+                hit.append(watched[frame.f_code])
 
         try:
             args = self.codec.decode(request.get("args", []), resolve=self._resolve)
@@ -113,16 +122,24 @@ class Worker:
         except NameError as exc:
             return {"ok": False, "kind": "missing", "message": str(exc)}
         try:
-            if codes:
+            for f, _, _ in swapped:
+                f.__code__ = _tripwire.__code__
+            if watched:
                 sys.setprofile(profiler)
             try:
                 value = fn(*args, **kwargs)
             finally:
                 sys.setprofile(None)
+                for f, code, spec in swapped:
+                    f.__code__ = code
+                if builtins.__dict__.pop("__course_library_hit__", False) and swapped:
+                    hit.append(swapped[0][2])
         except NotImplementedError as exc:
             return {"ok": False, "kind": "notimplemented", "message": str(exc),
                     "traceback": _format_exception(exc)}
         except BaseException as exc:  # SystemExit and KeyboardInterrupt included
+            if hit:
+                return {"ok": False, "kind": "library", "message": hit[0]}
             return {"ok": False, "kind": "exception", "exc_type": type(exc).__name__,
                     "message": str(exc)[:500], "traceback": _format_exception(exc)}
         if hit:
@@ -142,6 +159,14 @@ class Worker:
     def op_probe(self, request: dict) -> dict:
         probe = getattr(self.module, request["name"])
         return self._invoke(request, lambda *a, **k: probe(self.shell.user_ns, *a, **k))
+
+
+def _tripwire(*args, **kwargs):
+    """Stands in for a library function the learner must not call (see Worker._invoke)."""
+    import builtins
+
+    builtins.__course_library_hit__ = True
+    raise RuntimeError("this answer calls the course library's own implementation of the exercise")
 
 
 def main() -> None:
