@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -97,7 +98,8 @@ class Worker:
                     obj = getattr(obj, part)
             except Exception:  # the library moved: nothing to watch
                 continue
-            fn = obj if hasattr(obj, "__code__") else getattr(obj, "forward", None)
+            fn = obj if hasattr(obj, "__code__") or hasattr(obj, "__wrapped__") else getattr(obj, "forward", None)
+            fn = inspect.unwrap(fn) if fn is not None else None  # past decorators such as @torch.no_grad()
             if fn is not None and hasattr(fn, "__code__"):
                 found.append((fn, spec))
         return found
