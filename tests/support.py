@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from grader.engine.grade import grade_notebook
 
@@ -59,3 +60,88 @@ def assert_full(report: dict, exercise: str | None = None) -> None:
         assert r["score"] == r["max_score"] and r["status"] == "passed", (
             f"{name}: expected full marks, got {r['score']}/{r['max_score']} ({r['status']}):\n"
             + "\n".join(r["feedback"]))
+
+
+class NotebookContract:
+    """The tests every notebook must pass. Subclass it in ``tests/test_nbNN_name.py``::
+
+        class TestContract(NotebookContract):
+            notebook = "01_toy_flows"
+            WRONG = {...}      # exercise -> [(wrong source, text its feedback must contain), ...] (3+)
+            REWRITES = {...}   # exercise -> a correct source written differently from the reference
+            LIBRARY_USE = {...}  # exercise -> a source that calls the library's own implementation
+
+    Wrong answer #i of every exercise goes into variant notebook i, so each variant is graded once.
+    """
+
+    notebook: str
+    WRONG: dict[str, list[tuple[str, str]]] = {}
+    REWRITES: dict[str, str] = {}
+    LIBRARY_USE: dict[str, str] = {}
+    seed = 7
+
+    @property
+    def solution(self) -> Path:
+        return SOLUTIONS / f"{self.notebook}.ipynb"
+
+    @pytest.fixture(scope="class")
+    def wrong_reports(self):
+        n = max(len(v) for v in self.WRONG.values())
+        return [grade_with(self.solution, {name: variants[i][0] for name, variants in self.WRONG.items()
+                                           if i < len(variants)}) for i in range(n)]
+
+    def test_reference_scores_full_marks(self):
+        """Does the hidden reference solution score full marks, exercise by exercise?"""
+        from grader.engine.registry import spec_for
+
+        report = grade_notebook(self.solution, seed=self.seed)
+        assert_full(report)
+        assert set(report["exercises"]) == set(spec_for(self.notebook).exercises)
+
+    def test_released_stub_scores_zero(self):
+        """Does the released student notebook score zero, with a 'not written yet' message?"""
+        report = grade_notebook(NOTEBOOKS / f"{self.notebook}.ipynb", seed=self.seed)
+        assert report["score"] == 0
+        for name, r in report["exercises"].items():
+            assert r["score"] == 0, name
+            assert "not written yet" in "\n".join(r["feedback"]), name
+
+    def test_every_exercise_has_three_wrong_answers_and_a_rewrite(self):
+        """Does every exercise come with at least three wrong answers and a correct rewrite?"""
+        from grader.engine.registry import spec_for
+
+        for name in spec_for(self.notebook).exercises:
+            assert len(self.WRONG.get(name, [])) >= 3, f"{name}: fewer than three wrong answers"
+            assert name in self.REWRITES, f"{name}: no correct rewrite"
+
+    def test_wrong_answers_lose_points_with_a_hint(self, wrong_reports):
+        """Does each realistic mistake lose points, and does the feedback name it?"""
+        failures = []
+        for name, variants in self.WRONG.items():
+            for i, (_, hint) in enumerate(variants):
+                try:
+                    assert_wrong(wrong_reports[i], name, hint)
+                except AssertionError as exc:
+                    failures.append(f"wrong answer #{i} of {name}: {exc}")
+        assert not failures, "\n\n".join(failures)
+
+    def test_correct_rewrites_keep_full_marks(self):
+        """Do correct answers written differently from the reference keep full marks?"""
+        report = grade_with(self.solution, self.REWRITES, seed=self.seed + 4)
+        for name in self.REWRITES:
+            assert_full(report, name)
+
+    def test_calling_the_library_scores_zero(self):
+        """Is an answer that calls the course library's own implementation given zero, with why?"""
+        if not self.LIBRARY_USE:
+            pytest.skip("no library-use case for this notebook")
+        report = grade_with(self.solution, self.LIBRARY_USE, seed=self.seed)
+        for name in self.LIBRARY_USE:
+            assert report["exercises"][name]["score"] == 0, name
+            assert "library" in feedback_text(report, name), name
+
+    def test_solution_runs_in_fast_mode(self):
+        """Does the reference notebook run top to bottom in fast mode?"""
+        from course.execute import execute_notebook
+
+        execute_notebook(self.solution, fast=True)
