@@ -85,10 +85,12 @@ class NotebookContract:
         return SOLUTIONS / f"{self.notebook}.ipynb"
 
     @pytest.fixture(scope="class")
-    def wrong_reports(self):
-        n = max(len(v) for v in self.WRONG.values())
-        return [grade_with(self.solution, {name: variants[i][0] for name, variants in self.WRONG.items()
-                                           if i < len(variants)}) for i in range(n)]
+    @classmethod
+    def wrong_reports(cls):
+        solution = SOLUTIONS / f"{cls.notebook}.ipynb"
+        n = max(len(v) for v in cls.WRONG.values())
+        return [grade_with(solution, {name: variants[i][0] for name, variants in cls.WRONG.items()
+                                      if i < len(variants)}) for i in range(n)]
 
     def test_reference_scores_full_marks(self):
         """Does the hidden reference solution score full marks, exercise by exercise?"""
