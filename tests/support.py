@@ -16,6 +16,12 @@ SOLUTIONS = ROOT / "solutions"
 NOTEBOOKS = ROOT / "notebooks"
 
 
+def answer(name: str, args: str, body: str, imports: str = "import torch\nimport numpy as np\n") -> str:
+    """The source of an answer cell defining ``name(args)`` with ``body`` (for wrong answers and rewrites)."""
+    lines = "\n".join("    " + line for line in body.strip().splitlines())
+    return f"{imports}\ndef {name}({args}):\n{lines}\n"
+
+
 def with_answers(notebook: Path, answers: dict[str, str], out_dir: Path | None = None) -> Path:
     """A copy of ``notebook`` whose answer cells (by grade_id) hold the given sources."""
     nb = nbformat.read(notebook, as_version=4)
