@@ -8,6 +8,17 @@ import numpy as np
 import torch
 
 
+def apply_thread_setting() -> None:
+    """Honour ``COURSE_THREADS=N`` (torch intra-op threads). The test suite sets 1: several
+    processes share 2 cores there, and oversubscribed threads make tiny networks many times slower."""
+    threads = os.environ.get("COURSE_THREADS")
+    if threads and threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
+
+
+apply_thread_setting()
+
+
 def device() -> torch.device:
     """CUDA if available, then Apple's MPS, then the CPU: one notebook runs unchanged on each."""
     if torch.cuda.is_available():
