@@ -84,6 +84,7 @@ class GradingPlugin:
     @pytest.fixture
     def sub(self, request):
         self.submission.current_exercise = _exercise_of(request.node)[0]
+        self.submission.test_timeout = getattr(getattr(request.node, "function", None), "timeout", None)
         return self.submission
 
     @pytest.fixture

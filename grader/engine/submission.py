@@ -71,6 +71,7 @@ class Submission:
     module_name: str
     library: dict[str, str]  # exercise -> "module:qualname" of the library's implementation
     current_exercise: str | None = None
+    test_timeout: float | None = None  # the running test's ``exercise(timeout=...)``, if any
 
     def call(self, name: str, *args, timeout: float | None = None, **kwargs):
         """Call the learner's ``name(*args, **kwargs)``; ``codec.Ref`` args are built inside."""
@@ -147,7 +148,7 @@ class SandboxSubmission(Submission):
         remaining = self.deadline - time.monotonic()
         if remaining <= 1:
             raise LearnerFailure("timeout", "the notebook's grading time budget was used up before this test.")
-        timeout = min(timeout or self.limits.call_timeout, remaining)
+        timeout = min(timeout or self.test_timeout or self.limits.call_timeout, remaining)
         request = {"op": op, "name": name, "args": codec.encode(list(args)),
                    "kwargs": codec.encode(dict(kwargs)), "forbid": self._forbid()}
         try:
