@@ -86,7 +86,7 @@ def _run_pytest(spec: registry.NotebookSpec, plugin: GradingPlugin) -> list:
         files.append(str(spec.hidden_path))
     args = files + ["-c", str(PYTEST_INI), "--rootdir", str(registry.GRADER_DIR.parent), "-q",
                     "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist",
-                    "-W", "ignore::DeprecationWarning", "--capture=sys"]
+                    "-W", "ignore::DeprecationWarning", "--capture=sys", "--assert=plain"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         code = pytest.main(args, plugins=[plugin])
