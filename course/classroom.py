@@ -77,6 +77,9 @@ def gradebook(course_dir: Path):
     """nbgrader's Gradebook of ``course_dir`` (use as a context manager)."""
     from nbgrader.api import Gradebook
 
+    from course.runtime import ensure_scripts_on_path
+
+    ensure_scripts_on_path()
     return Gradebook(db_url(course_dir), course_id=course_id(course_dir))
 
 
@@ -84,6 +87,9 @@ def generate_assignments(course_dir: Path, names: list[str]) -> None:
     """nbgrader's generate_assignment for each name, with the course directory's own config."""
     from nbgrader.apps import NbGraderAPI
 
+    from course.runtime import ensure_scripts_on_path
+
+    ensure_scripts_on_path()
     api = NbGraderAPI(config=load_config(course_dir))
     for name in names:
         result = api.generate_assignment(name, force=True, create=True)

@@ -42,6 +42,9 @@ def generate(course_root: Path, assignments: list[str]) -> None:
     """Run nbgrader's generate_assignment for each assignment under ``course_root/source``."""
     from nbgrader.apps import NbGraderAPI
 
+    from course.runtime import ensure_scripts_on_path
+
+    ensure_scripts_on_path()
     api = NbGraderAPI(config=nbgrader_config(course_root))
     for name in assignments:
         result = api.generate_assignment(name, force=True, create=True)
