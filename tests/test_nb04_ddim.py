@@ -3,14 +3,9 @@ realistic wrong answers lose points with the right hint, correct rewrites keep f
 answer that calls the library scores zero, and the notebook runs in fast mode."""
 from __future__ import annotations
 
-import pytest
 
-from course.execute import execute_notebook
-from grader.engine.grade import grade_notebook
-from support import NOTEBOOKS, SOLUTIONS, assert_full, assert_wrong, grade_with
+from support import NotebookContract
 
-SOLUTION = SOLUTIONS / "04_ddim.ipynb"
-STUDENT = NOTEBOOKS / "04_ddim.ipynb"
 
 
 def fn(name, args, body, prelude=""):
@@ -154,53 +149,15 @@ return out.reshape(z0.shape)"""),
 }
 
 
-@pytest.fixture(scope="module")
-def wrong_reports():
-    return [grade_with(SOLUTION, {name: variants[i][0] for name, variants in WRONG.items()}) for i in range(3)]
+LIBRARY_USE = {
+    "slerp": "from course.ddim import slerp as lib\n\ndef slerp(z0, z1, alpha):\n    return lib(z0, z1, alpha)\n",
+    "ddim_sigma": "import course.ddim as d\n\ndef ddim_sigma(t, t_prev, alpha_bar, eta):\n"
+                  "    return getattr(d, 'ddim_' + 'sigma')(t, t_prev, alpha_bar, eta)\n",
+}
 
 
-def test_reference_scores_full_marks():
-    """Does the hidden reference solution score full marks, exercise by exercise?"""
-    report = grade_notebook(SOLUTION, seed=7)
-    assert_full(report)
-    assert report["score"] == report["max_score"] == 9
+class TestNotebook04(NotebookContract):
+    """The standard contract (support.NotebookContract) for notebook 04_ddim."""
 
-
-def test_released_stub_scores_zero():
-    """Does the released student notebook score zero, with a 'not written yet' message?"""
-    report = grade_notebook(STUDENT, seed=7)
-    assert report["score"] == 0
-    for name, r in report["exercises"].items():
-        assert r["score"] == 0
-        assert "not written yet" in "\n".join(r["feedback"]), name
-
-
-@pytest.mark.parametrize("index", range(3))
-@pytest.mark.parametrize("exercise", sorted(WRONG))
-def test_wrong_answers_lose_points_with_a_hint(wrong_reports, exercise, index):
-    """Does each realistic mistake lose points, and does the feedback name it?"""
-    assert_wrong(wrong_reports[index], exercise, WRONG[exercise][index][1])
-
-
-def test_correct_rewrites_keep_full_marks():
-    """Do correct answers written differently from the reference keep full marks?"""
-    assert_full(grade_with(SOLUTION, REWRITES, seed=11))
-
-
-def test_calling_the_library_scores_zero():
-    """Is an answer that calls the course library's own implementation given zero, with why?"""
-    report = grade_with(SOLUTION, {
-        "slerp": "from course.ddim import slerp as lib\n\ndef slerp(z0, z1, alpha):\n    return lib(z0, z1, alpha)\n",
-        "ddim_sigma": "import course.ddim as d\n\ndef ddim_sigma(t, t_prev, alpha_bar, eta):\n"
-                      "    return getattr(d, 'ddim_' + 'sigma')(t, t_prev, alpha_bar, eta)\n",
-    })
-    for name in ("slerp", "ddim_sigma"):
-        assert report["exercises"][name]["score"] == 0
-        assert "library" in "\n".join(report["exercises"][name]["feedback"])
-    assert_full(report, "ddim_timesteps")
-
-
-def test_solution_runs_in_fast_mode():
-    """Does the reference notebook run top to bottom in fast mode?"""
-    seconds = execute_notebook(SOLUTION, fast=True)
-    assert seconds < 300
+    notebook = "04_ddim"
+    WRONG, REWRITES, LIBRARY_USE = WRONG, REWRITES, LIBRARY_USE

@@ -3,14 +3,9 @@ wrong answers lose points with the right hint, correct rewrites keep full marks,
 library scores zero, and the notebook runs in fast mode."""
 from __future__ import annotations
 
-import pytest
 
-from course.execute import execute_notebook
-from grader.engine.grade import grade_notebook
-from support import NOTEBOOKS, SOLUTIONS, assert_full, assert_wrong, grade_with
+from support import NotebookContract
 
-SOLUTION = SOLUTIONS / "07_guidance.ipynb"
-STUDENT = NOTEBOOKS / "07_guidance.ipynb"
 
 
 def fn(name, args, body):
@@ -83,55 +78,17 @@ return ddim_sample(guided, x_T, timesteps, alpha_bar, eta=0.0)"""),
 }
 
 
-@pytest.fixture(scope="module")
-def wrong_reports():
-    return [grade_with(SOLUTION, {name: variants[i][0] for name, variants in WRONG.items()}) for i in range(3)]
+LIBRARY_USE = {
+    "cfg_combine": "from course.guidance import cfg_combine as lib\n\n"
+                   "def cfg_combine(pred_cond, pred_uncond, w):\n    return lib(pred_cond, pred_uncond, w)\n",
+    "guided_sample": "import course.guidance as g\n\n"
+                     "def guided_sample(model, x_T, y, w, timesteps, alpha_bar):\n"
+                     "    return g.guided_sample(model, x_T, y, w, timesteps, alpha_bar)\n",
+}
 
 
-def test_reference_scores_full_marks():
-    """Does the hidden reference solution score full marks, exercise by exercise?"""
-    report = grade_notebook(SOLUTION, seed=7)
-    assert_full(report)
-    assert report["score"] == report["max_score"] == 8
+class TestNotebook07(NotebookContract):
+    """The standard contract (support.NotebookContract) for notebook 07_guidance."""
 
-
-def test_released_stub_scores_zero():
-    """Does the released student notebook score zero, with a 'not written yet' message?"""
-    report = grade_notebook(STUDENT, seed=7)
-    assert report["score"] == 0
-    for name, r in report["exercises"].items():
-        assert r["score"] == 0
-        assert "not written yet" in "\n".join(r["feedback"]), name
-
-
-@pytest.mark.parametrize("index", range(3))
-@pytest.mark.parametrize("exercise", sorted(WRONG))
-def test_wrong_answers_lose_points_with_a_hint(wrong_reports, exercise, index):
-    """Does each realistic mistake lose points, and does the feedback name it?"""
-    assert_wrong(wrong_reports[index], exercise, WRONG[exercise][index][1])
-
-
-def test_correct_rewrites_keep_full_marks():
-    """Do correct answers written differently from the reference keep full marks?"""
-    assert_full(grade_with(SOLUTION, REWRITES, seed=11))
-
-
-def test_calling_the_library_scores_zero():
-    """Is an answer that calls the course library's own implementation given zero, with why?"""
-    report = grade_with(SOLUTION, {
-        "cfg_combine": "from course.guidance import cfg_combine as lib\n\n"
-                       "def cfg_combine(pred_cond, pred_uncond, w):\n    return lib(pred_cond, pred_uncond, w)\n",
-        "guided_sample": "import course.guidance as g\n\n"
-                         "def guided_sample(model, x_T, y, w, timesteps, alpha_bar):\n"
-                         "    return g.guided_sample(model, x_T, y, w, timesteps, alpha_bar)\n",
-    })
-    for name in ("cfg_combine", "guided_sample"):
-        assert report["exercises"][name]["score"] == 0
-        assert "library" in "\n".join(report["exercises"][name]["feedback"])
-    assert_full(report, "drop_labels")
-
-
-def test_solution_runs_in_fast_mode():
-    """Does the reference notebook run top to bottom in fast mode?"""
-    seconds = execute_notebook(SOLUTION, fast=True)
-    assert seconds < 300
+    notebook = "07_guidance"
+    WRONG, REWRITES, LIBRARY_USE = WRONG, REWRITES, LIBRARY_USE
