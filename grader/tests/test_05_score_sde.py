@@ -352,8 +352,17 @@ def test_pc_sample_corrector_only_matters(sub, rng):
            "expected at least 140 (one per corrector step and one per predictor step).",
            "Hint: run n_corrector Langevin corrector steps at every time, before each predictor step.")
     var = float(got.var(0).mean())
-    expect(0.7 * s ** 2 < var < 1.35 * s ** 2,
-           f"with 6 corrector steps per step the samples' variance is {var:.3g}, expected about {s ** 2:.3g}.",
+    # the reference sampler on the same problem: 20 coarse steps leave a discretisation bias, so the
+    # spread is compared with what a correct sampler gives, not with s^2
+    from course.sde import pc_sample as reference_pc_sample
+    from grader.public.nb05_score_sde import probe_pc_sample
+
+    ref, _ = probe_pc_sample({"pc_sample": reference_pc_sample}, mu[None], torch.tensor([s]), torch.ones(1),
+                             3000, 20, 0.3, 6, seed=int(torch.randint(0, 2 ** 30, (1,), generator=rng)))
+    ref_var = float(ref.var(0).mean())
+    expect(0.75 * ref_var < var < 1.33 * ref_var,
+           f"with 6 corrector steps per step the samples' variance is {var:.3g}; a correct sampler gives "
+           f"about {ref_var:.3g} here (the target's is {s ** 2:.3g}).",
            "Hint: the corrector is a Langevin step x + eps score + sqrt(2 eps) z, with "
            "eps = 2 (snr ||z|| / ||score||)^2 (norms averaged over the batch).")
 
