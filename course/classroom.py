@@ -85,17 +85,9 @@ def gradebook(course_dir: Path):
 
 def generate_assignments(course_dir: Path, names: list[str]) -> None:
     """nbgrader's generate_assignment for each name, with the course directory's own config."""
-    from nbgrader.apps import NbGraderAPI
+    from course.release import generate
 
-    from course.runtime import ensure_scripts_on_path
-
-    ensure_scripts_on_path()
-    api = NbGraderAPI(config=load_config(course_dir))
-    for name in names:
-        result = api.generate_assignment(name, force=True, create=True)
-        if not result.get("success"):
-            raise RuntimeError(f"nbgrader generate_assignment failed for {name}:\n{result.get('log', '')}\n"
-                               f"{result.get('error', '')}")
+    generate(Path(course_dir), names, config=load_config(course_dir))
 
 
 def init_class(course_dir: Path, solutions_dir: Path = SOLUTIONS, only: list[str] | None = None,

@@ -38,14 +38,15 @@ def nbgrader_config(course_root: Path) -> "traitlets.config.Config":  # noqa: F8
     return config
 
 
-def generate(course_root: Path, assignments: list[str]) -> None:
-    """Run nbgrader's generate_assignment for each assignment under ``course_root/source``."""
+def generate(course_root: Path, assignments: list[str], config=None) -> None:
+    """Run nbgrader's generate_assignment for each assignment under ``course_root/source``
+    (with ``config``, or the release's own throw-away configuration)."""
     from nbgrader.apps import NbGraderAPI
 
     from course.runtime import ensure_scripts_on_path
 
     ensure_scripts_on_path()
-    api = NbGraderAPI(config=nbgrader_config(course_root))
+    api = NbGraderAPI(config=config if config is not None else nbgrader_config(course_root))
     for name in assignments:
         result = api.generate_assignment(name, force=True, create=True)
         if not result.get("success"):
