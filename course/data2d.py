@@ -33,6 +33,12 @@ def two_gaussians_mixture() -> GaussianMixture:
     return GaussianMixture(means, torch.tensor([0.4, 0.6]), torch.tensor([0.3, 0.7]))
 
 
+def unbalanced_three_mixture(std: float = 0.3) -> GaussianMixture:
+    """Three components of weights 0.7, 0.2, 0.1: a mixture whose mode weights a sampler can get wrong."""
+    means = torch.tensor([[-1.5, 0.0], [1.5, 0.0], [0.0, 2.0]])
+    return GaussianMixture(means, torch.full((3,), std), torch.tensor([0.7, 0.2, 0.1]))
+
+
 def eight_gaussians(n, generator=None):
     return eight_gaussians_mixture().sample(n, generator)
 

@@ -9,6 +9,8 @@ from typing import Callable
 
 import torch
 
+from course.gmm import gmm_component_log_probs
+
 
 def _quantiles(x: torch.Tensor, n: int) -> torch.Tensor:
     """n evenly spaced empirical quantiles of each column of x (M, P): (n, P)."""
@@ -35,6 +37,21 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 25
     n = max(x.shape[0], y.shape[0])
     px, py = _quantiles(x @ dirs, n), _quantiles(y @ dirs, n)  # (n, P)
     return float(((px - py) ** 2).mean().sqrt())
+
+
+def mode_shares(x: torch.Tensor, mixture) -> torch.Tensor:
+    """The fraction of samples that each component of a Gaussian mixture explains best (highest
+    likelihood N(x; mu_k, s_k^2 I), weights left out): (K,), summing to 1."""
+    x = x.detach().float().flatten(1).cpu()
+    K = len(mixture.weights)
+    log_lik = gmm_component_log_probs(x, mixture.means, mixture.stds, torch.ones(K))  # (N, K)
+    return torch.bincount(log_lik.argmax(1), minlength=K).float() / len(x)
+
+
+def mode_weight_error(x: torch.Tensor, mixture) -> float:
+    """Total variation between :func:`mode_shares` and the mixture's weights: 0 when a sampler puts
+    the right share of its samples in every mode (up to sampling noise, about sqrt(K / N) / 2)."""
+    return float(0.5 * (mode_shares(x, mixture) - mixture.weights).abs().sum())
 
 
 def energy_distance(x: torch.Tensor, y: torch.Tensor, max_points: int = 2000) -> float:

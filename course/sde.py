@@ -202,6 +202,17 @@ def vp_gmm_score_fn(means, stds, weights, beta_min: float = 0.1, beta_max: float
     return lambda x, t: vp_gmm_log_prob_and_score(x, t, means, stds, weights, beta_min, beta_max)[1]
 
 
+def ve_gmm_score_fn(means, stds, weights, sigma_min: float = 0.01, sigma_max: float = 50.0) -> ScoreFn:
+    """score_fn(x, t) = grad log p_t(x), exact, for a mixture under the VE SDE: x_t = x0 + sigma(t) z,
+    so p_t is the mixture with variances s_k^2 + sigma(t)^2 (mean coefficient 1)."""
+
+    def score_fn(x, t):
+        sigma = ve_sigma(time_batch(t, x), sigma_min, sigma_max)  # (B,)
+        return noised_gmm_log_prob_and_score(x, torch.ones_like(sigma), sigma, means, stds, weights)[1]
+
+    return score_fn
+
+
 def vp_gmm_log_prob_fn(means, stds, weights, beta_min: float = 0.1, beta_max: float = 20.0):
     """log_prob(x, t) = log p_t(x), exact, for a mixture under the VP SDE."""
     return lambda x, t: vp_gmm_log_prob_and_score(x, t, means, stds, weights, beta_min, beta_max)[0]

@@ -65,6 +65,47 @@ def test_vp_gmm_score_is_the_gradient_of_the_log_density():
     assert torch.allclose(sde.vp_gmm_score_fn(mix.means, mix.stds, mix.weights)(x.detach(), t), grad, atol=1e-5)
 
 
+def test_ve_gmm_score_is_the_gradient_of_the_blurred_mixture_density():
+    """Is the VE oracle's score grad log of the mixture with variances s_k^2 + sigma(t)^2?"""
+    mix = data2d.unbalanced_three_mixture()
+    x = (2 * torch.randn(32, 2, generator=gen())).requires_grad_(True)
+    t = torch.rand(32, generator=gen(2))
+    sigma = sde.ve_sigma(t, 0.01, 2.0)  # (32,)
+    var = mix.stds[None] ** 2 + sigma[:, None] ** 2  # (32, K)
+    sq = ((x[:, None, :] - mix.means[None]) ** 2).sum(-1)
+    log_p = torch.logsumexp(mix.weights.log() - torch.log(2 * math.pi * var) - 0.5 * sq / var, dim=1)
+    (grad,) = torch.autograd.grad(log_p.sum(), x)
+    score_fn = sde.ve_gmm_score_fn(mix.means, mix.stds, mix.weights, sigma_max=2.0)
+    assert torch.allclose(score_fn(x.detach(), t), grad, atol=1e-5)
+
+
+def test_mode_weight_error_measures_mass_per_mode():
+    """Data scores near zero; all mass in the heavy mode scores 0.3; shares sum to one."""
+    from course.metrics import mode_shares, mode_weight_error
+
+    mix = data2d.unbalanced_three_mixture()
+    x = mix.sample(20000, gen(5))
+    assert torch.allclose(mode_shares(x, mix), mix.weights, atol=0.01)
+    assert mode_weight_error(x, mix) < 0.015
+    heavy_only = mix.means[0] + mix.stds[0] * torch.randn(500, 2, generator=gen(6))
+    assert abs(mode_weight_error(heavy_only, mix) - 0.3) < 1e-6
+
+
+def test_pc_beats_em_at_equal_cost_when_the_ve_prior_is_off():
+    """VE SDE with sigma_max = 2 on data about 4 across: N(0, sigma_max^2) is not p_1, so EM's
+    mode weights stay off however many steps it takes; PC's Langevin steps repair them."""
+    from course.metrics import mode_weight_error
+
+    mix = data2d.unbalanced_three_mixture()
+    ve = lambda x, t: sde.ve_sde(x, t, sigma_max=2.0)  # noqa: E731
+    score_fn = sde.ve_gmm_score_fn(mix.means, mix.stds, mix.weights, sigma_max=2.0)
+    g = gen(7)
+    x_T = 2.0 * torch.randn(4000, 2, generator=g)
+    em = mode_weight_error(sde.pc_sample(score_fn, x_T, ve, 200, 0.3, 0, generator=g), mix)
+    pc = mode_weight_error(sde.pc_sample(score_fn, x_T, ve, 100, 0.3, 1, generator=g), mix)
+    assert em > 0.03 and pc < 0.6 * em, (em, pc)
+
+
 def test_reverse_and_pf_ode_drifts():
     """Do the reverse SDE step and the PF-ODE drift follow f - g^2 s and f - g^2 s / 2?"""
     x, t, z = torch.randn(6, 2, generator=gen()), torch.rand(6, generator=gen(1)), torch.randn(6, 2, generator=gen(2))
