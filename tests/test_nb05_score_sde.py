@@ -1,16 +1,10 @@
-"""Notebook 05 (score matching and SDEs): does the grader reward the reference, give the released
-stub zero, catch realistic mistakes with a helpful hint, and keep full marks for correct answers
-written another way? Each variant notebook is graded once (module-scoped fixtures)."""
+"""Notebook 05 (score matching and SDEs) end to end: the reference scores full marks, the released
+stub zero, realistic wrong answers lose points with the right hint, correct rewrites keep full
+marks, and the notebook runs in fast mode."""
 from __future__ import annotations
 
-import pytest
-
-from course.execute import execute_notebook
 from grader.public.nb05_score_sde import EXERCISES
-from tests.support import NOTEBOOKS, SOLUTIONS, assert_full, assert_wrong, grade_with
-
-SOLUTION = SOLUTIONS / "05_score_sde.ipynb"
-RELEASED = NOTEBOOKS / "05_score_sde.ipynb"
+from support import NotebookContract
 
 # --------------------------------------------------------------------------------------------
 # Wrong answers: WRONG[exercise] = [(source, expected hint), ...]; variant i uses answer #i of each.
@@ -238,55 +232,13 @@ def eps_to_score(eps, std):
 }
 
 
-@pytest.fixture(scope="module")
-def reference_report():
-    return grade_with(SOLUTION, {})
+class TestNotebook05(NotebookContract):
+    """The standard contract (support.NotebookContract) for notebook 05_score_sde (no library-use case yet)."""
+
+    notebook = "05_score_sde"
+    WRONG, REWRITES = WRONG, REWRITES
 
 
-@pytest.fixture(scope="module", params=[0, 1, 2], ids=["wrong#1", "wrong#2", "wrong#3"])
-def wrong_report(request):
-    i = request.param
-    return i, grade_with(SOLUTION, {name: answers[i][0] for name, answers in WRONG.items()})
-
-
-@pytest.fixture(scope="module")
-def rewrite_report():
-    return grade_with(SOLUTION, REWRITES)
-
-
-def test_every_exercise_has_three_wrong_answers_and_a_rewrite():
-    """Does every exercise come with at least three wrong answers and a correct rewrite?"""
+def test_wrong_answers_and_rewrites_cover_exactly_the_exercises():
+    """Do the wrong answers and the rewrites cover every exercise, and no other?"""
     assert set(WRONG) == set(EXERCISES) == set(REWRITES)
-    assert all(len(answers) >= 3 for answers in WRONG.values())
-
-
-def test_reference_scores_full_marks(reference_report):
-    """Does the reference solution score full marks?"""
-    assert_full(reference_report)
-
-
-def test_released_stub_scores_zero():
-    """Does the released notebook (solutions removed) score zero?"""
-    from grader.engine.grade import grade_notebook
-
-    report = grade_notebook(RELEASED, seed=7)
-    for name, r in report["exercises"].items():
-        assert r["score"] == 0, f"{name} scored {r['score']} on the released stub"
-
-
-@pytest.mark.parametrize("exercise", list(WRONG))
-def test_wrong_answers_lose_points_with_a_hint(wrong_report, exercise):
-    """Does each realistic mistake lose points, with the hint that names it?"""
-    i, report = wrong_report
-    assert_wrong(report, exercise, WRONG[exercise][i][1])
-
-
-@pytest.mark.parametrize("exercise", list(REWRITES))
-def test_correct_rewrites_keep_full_marks(rewrite_report, exercise):
-    """Does a correct answer written differently keep full marks?"""
-    assert_full(rewrite_report, exercise)
-
-
-def test_solution_runs_in_fast_mode():
-    """Does the solution notebook run top to bottom in fast mode?"""
-    execute_notebook(SOLUTION, fast=True)

@@ -1,20 +1,20 @@
 """Notebook 08 end to end: the reference scores full marks, the released stub zero, realistic
-wrong answers lose points with the right hint, correct rewrites keep full marks, and the
-notebook runs in fast mode.
+wrong answers lose points with the right hint, correct rewrites keep full marks, an answer that
+calls the library scores zero, and the notebook runs in fast mode.
 
 Wrong answers are the reference's own answer cells with one realistic edit each, so every
 variant is otherwise correct code."""
 from __future__ import annotations
 
+import time
+
 import nbformat
-import pytest
 
-from course.execute import execute_notebook
 from grader.engine.grade import grade_notebook
-from support import NOTEBOOKS, SOLUTIONS, assert_full, assert_wrong, grade_with
+from support import SOLUTIONS, NotebookContract, assert_full, grade_with
 
-SOLUTION = SOLUTIONS / "08_latent_unet.ipynb"
-STUDENT = NOTEBOOKS / "08_latent_unet.ipynb"
+NB = "08_latent_unet"
+SOLUTION = SOLUTIONS / f"{NB}.ipynb"
 
 
 def reference_cells() -> dict[str, str]:
@@ -206,58 +206,34 @@ def vae_loss(x, x_rec, mu, logvar, beta):
 }
 
 
-N_VARIANTS = max(len(v) for v in WRONG.values())
-CASES = [(name, i) for name, variants in sorted(WRONG.items()) for i in range(len(variants))]
+LIBRARY_USE = {  # subclassing or calling the course library's implementation
+    "UNet": "import course.unet\n\nclass UNet(course.unet.UNet):\n    pass\n",
+    "vae_loss": "from course import autoencoder as ae\n\ndef vae_loss(x, x_rec, mu, logvar, beta):\n"
+                "    return ae.vae_loss(x, x_rec, mu, logvar, beta)\n",
+}
 
 
-@pytest.fixture(scope="module")
-def wrong_reports():
-    """Variant notebook i holds wrong answer #i of every exercise that has one; each is graded once."""
-    return [grade_with(SOLUTION, {name: variants[i][0] for name, variants in WRONG.items() if i < len(variants)})
-            for i in range(N_VARIANTS)]
+class TestNotebook08(NotebookContract):
+    """The standard contract (support.NotebookContract) for notebook 08_latent_unet. ResBlock has a
+    4th wrong answer, so the contract grades four variant notebooks."""
+
+    notebook = NB
+    WRONG, REWRITES, LIBRARY_USE = WRONG, REWRITES, LIBRARY_USE
+
+    def test_solution_runs_in_fast_mode(self):
+        """The contract's test, and within five minutes."""
+        start = time.perf_counter()
+        super().test_solution_runs_in_fast_mode()
+        assert time.perf_counter() - start < 300
 
 
-def test_reference_scores_full_marks():
-    """Does the hidden reference solution score full marks, exercise by exercise?"""
+def test_reference_scores_all_12_points():
+    """Is the reference notebook worth 12 points, and does it get all of them?"""
     report = grade_notebook(SOLUTION, seed=7)
-    assert_full(report)
     assert report["score"] == report["max_score"] == 12
 
 
-def test_released_stub_scores_zero():
-    """Does the released student notebook score zero, with a 'not written yet' message?"""
-    report = grade_notebook(STUDENT, seed=7)
-    assert report["score"] == 0
-    for name, r in report["exercises"].items():
-        assert r["score"] == 0
-        assert "not written yet" in "\n".join(r["feedback"]), name
-
-
-@pytest.mark.parametrize("exercise, index", CASES)
-def test_wrong_answers_lose_points_with_a_hint(wrong_reports, exercise, index):
-    """Does each realistic mistake lose points, and does the feedback name it?"""
-    assert_wrong(wrong_reports[index], exercise, WRONG[exercise][index][1])
-
-
-def test_correct_rewrites_keep_full_marks():
-    """Do correct answers written differently from the reference keep full marks?"""
-    assert_full(grade_with(SOLUTION, REWRITES, seed=11))
-
-
-def test_calling_the_library_scores_zero():
-    """Is an answer that subclasses or calls the course library's implementation given zero?"""
-    report = grade_with(SOLUTION, {
-        "UNet": "import course.unet\n\nclass UNet(course.unet.UNet):\n    pass\n",
-        "vae_loss": "from course import autoencoder as ae\n\ndef vae_loss(x, x_rec, mu, logvar, beta):\n"
-                    "    return ae.vae_loss(x, x_rec, mu, logvar, beta)\n",
-    })
-    for name in ("UNet", "vae_loss"):
-        assert report["exercises"][name]["score"] == 0, name
-        assert "library" in "\n".join(report["exercises"][name]["feedback"]), name
+def test_calling_the_library_costs_only_those_exercises():
+    """With library calls in UNet and vae_loss, does an exercise that doesn't call it keep full marks?"""
+    report = grade_with(SOLUTION, LIBRARY_USE)
     assert_full(report, "latent_scale")
-
-
-def test_solution_runs_in_fast_mode():
-    """Does the reference notebook run top to bottom in fast mode?"""
-    seconds = execute_notebook(SOLUTION, fast=True)
-    assert seconds < 300
