@@ -16,11 +16,8 @@ def _ax(ax):
     return ax if ax is not None else plt.subplots(figsize=(4, 4))[1]
 
 
-def scatter2d(x, ax=None, title: str | None = None, lim: float | None = 3.0, s: float = 2, **kw):
-    """A 2D point cloud (N, 2)."""
-    ax = _ax(ax)
-    x = _np(x)
-    ax.scatter(x[:, 0], x[:, 1], s=s, alpha=kw.pop("alpha", 0.5), **kw)
+def _frame(ax, lim: float | None, title: str | None):
+    """Square axes over [-lim, lim]^2 (unless lim is None), equal aspect, optional title."""
     if lim is not None:
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
@@ -28,6 +25,14 @@ def scatter2d(x, ax=None, title: str | None = None, lim: float | None = 3.0, s: 
     if title:
         ax.set_title(title)
     return ax
+
+
+def scatter2d(x, ax=None, title: str | None = None, lim: float | None = 3.0, s: float = 2, **kw):
+    """A 2D point cloud (N, 2)."""
+    ax = _ax(ax)
+    x = _np(x)
+    ax.scatter(x[:, 0], x[:, 1], s=s, alpha=kw.pop("alpha", 0.5), **kw)
+    return _frame(ax, lim, title)
 
 
 def grid2d(lim: float = 3.0, n: int = 100) -> torch.Tensor:
@@ -45,10 +50,7 @@ def density_heatmap(log_prob_fn, ax=None, lim: float = 3.0, n: int = 100, title:
     with torch.no_grad():
         dens = torch.exp(log_prob_fn(pts)).reshape(n, n)  # (n_y, n_x)
     ax.imshow(_np(dens), origin="lower", extent=(-lim, lim, -lim, lim), cmap=cmap)
-    ax.set_aspect("equal")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _frame(ax, None, title)
 
 
 def vector_field(f, t: float = 0.0, ax=None, lim: float = 3.0, n: int = 20, title: str | None = None):
@@ -59,12 +61,7 @@ def vector_field(f, t: float = 0.0, ax=None, lim: float = 3.0, n: int = 20, titl
         v = _np(f(pts, t))
     p = _np(pts)
     ax.quiver(p[:, 0], p[:, 1], v[:, 0], v[:, 1], np.hypot(v[:, 0], v[:, 1]), cmap="coolwarm")
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _frame(ax, lim, title)
 
 
 def trajectories(path, ax=None, n_show: int = 50, lim: float | None = 3.0, title: str | None = None):
@@ -74,13 +71,7 @@ def trajectories(path, ax=None, n_show: int = 50, lim: float | None = 3.0, title
     ax.plot(p[:, :, 0], p[:, :, 1], color="tab:blue", alpha=0.4, lw=0.8)
     ax.scatter(p[0, :, 0], p[0, :, 1], s=6, color="grey", zorder=3)
     ax.scatter(p[-1, :, 0], p[-1, :, 1], s=6, color="tab:red", zorder=3)
-    if lim is not None:
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _frame(ax, lim, title)
 
 
 def image_grid(images, nrow: int = 8, ax=None, title: str | None = None):
@@ -115,9 +106,7 @@ def animate_particles(path, filename: str | None = None, lim: float = 3.0, fps: 
     p = _np(path)[:, :n_show]
     fig, ax = plt.subplots(figsize=(4, 4))
     sc = ax.scatter(p[0, :, 0], p[0, :, 1], s=3, alpha=0.6)
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
+    _frame(ax, lim, None)
     label = ax.set_title(title or "")
 
     def frame(i):
