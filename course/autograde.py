@@ -299,6 +299,11 @@ def autograde(course_dir: Path, assignment: str | None = None, workers: int = 2,
         raise
     pool.shutdown(wait=True)
     rows.sort(key=lambda r: (r["student"], r["assignment"]))
+    weaker = sorted({r["report"].get("sandbox") for r in rows} - {"namespaces+uid", "not started", None})
+    if weaker:
+        n = sum(r["report"].get("sandbox") in weaker for r in rows)
+        log(f"warning: {n} submission(s) ran with weaker isolation than namespaces+uid ({', '.join(weaker)}): "
+            "scores are protected by resource limits, not by hiding files; see docs/INSTRUCTOR.md")
     out = Path(csv_path) if csv_path else course_dir / "grades.csv"
     atomic_write(out, class_csv(course_dir))
     log(f"graded {len(rows)} submission(s) in {time.monotonic() - t0:.1f} s with {workers} worker(s); "

@@ -266,6 +266,26 @@ def test_rerun_is_idempotent_and_regrades_changes(graded_class, capsys):
     assert after == {**before, "partial": MAX}
 
 
+def test_reports_say_how_the_code_was_isolated_and_weaker_isolation_is_flagged(graded_class):
+    """Does every report name the sandbox its code ran in, and does autograde warn when a
+    submission ran with limits only (here: isolation turned off for one regrade)?"""
+    from course.autograde import REPORT_FILE, Options, autograde
+
+    course_dir, students = graded_class
+    levels = {"namespaces+uid", "namespaces-or-limits", "limits", "not started"}
+    for student, (answers, _, _) in students.items():
+        if answers is None:
+            continue  # garbage: no notebook to run
+        report = json.loads((course_dir / "autograded" / student / A / REPORT_FILE).read_text())
+        assert report.get("sandbox") in levels, (student, report.get("sandbox"))
+    write_submission(course_dir, "blank", answer_sources(SOLUTION), ON_TIME)
+    lines = []
+    rows = autograde(course_dir, A, workers=1, opts=Options(isolate=False, seed=7, budget_s=150), log=lines.append)
+    regraded = [r for r in rows if r["student"] == "blank"][0]
+    assert regraded["report"]["sandbox"] == "limits" and regraded["score"] == MAX
+    assert any("ran with weaker isolation" in line and "limits" in line for line in lines), lines
+
+
 def _row_counts(course_dir: Path) -> dict:
     sql = sqlite3.connect(course_dir / "gradebook.db")
     return {t: sql.execute(f"SELECT count(*) FROM {t}").fetchone()[0]

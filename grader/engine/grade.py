@@ -65,19 +65,21 @@ def grade_notebook(path: str | Path, exercise: str | None = None, seed: int | No
     seed = secrets.randbits(31) if seed is None else seed
     to_run = [n for n in wanted if n not in preset]
     records = []
+    isolation = "not started"
     if to_run:
         submission = SandboxSubmission(parsed.cells, spec.public_module, spec.library, limits=limits,
                                        policy=policy, budget_s=budget_s)
         try:
             plugin = GradingPlugin(submission, seed, exercises, only=exercise, skip=set(preset))
             records = _run_pytest(spec, plugin)
+            isolation = submission.isolation
         finally:
             submission.close()
     results = {}
     for name in wanted:
         recs = [r for r in records if r.exercise == name]
         results[name] = exercise_result(exercises[name], recs, preset.get(name))
-    return build_report(nid, results)
+    return build_report(nid, results, sandbox=isolation)
 
 
 def _run_pytest(spec: registry.NotebookSpec, plugin: GradingPlugin) -> list:

@@ -30,13 +30,19 @@ def exercise_result(points: float, records: list[TestRecord], preset: dict | Non
             "status": status, "feedback": [summary] + feedback}
 
 
-def build_report(notebook: str, exercise_results: dict[str, dict]) -> dict:
-    return {
+def build_report(notebook: str, exercise_results: dict[str, dict], sandbox: str | None = None) -> dict:
+    """The report: total and per-exercise scores; ``sandbox`` is the isolation the learner's code
+    ran under ("namespaces+uid", "namespaces-or-limits", "limits", or "not started" when no
+    exercise needed to run), so an instructor can see what the scores were protected by."""
+    report = {
         "notebook": notebook,
         "score": round(sum(r["score"] for r in exercise_results.values()), 4),
         "max_score": float(sum(r["max_score"] for r in exercise_results.values())),
         "exercises": exercise_results,
     }
+    if sandbox is not None:
+        report["sandbox"] = sandbox
+    return report
 
 
 def format_table(report: dict, verbose: bool = True) -> str:
