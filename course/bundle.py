@@ -7,6 +7,7 @@ The bundle is a pip-installable project (``pip install .`` in it)::
     OUT/grader/__init__.py         ``from grader import check``
     OUT/grader/engine/             the grading engine (sandbox, check(), course grade)
     OUT/grader/public/             each notebook's manifest and PUBLIC tests
+    OUT/checkpoints/               the pretrained weights (optional in every notebook)
     OUT/pyproject.toml, README.md
 
 Never in it: ``solutions/`` (the reference answers) and ``grader/tests/`` (the hidden tests).
@@ -57,6 +58,10 @@ def build_bundle(out: Path, force: bool = False, notebooks_dir: Path = NOTEBOOKS
     for name in FILES:
         if (ROOT / name).is_file():
             shutil.copy(ROOT / name, out / name)
+    # pretrained weights (PRETRAINED = True in notebooks 07 and 08, and the digit judge): no code
+    (out / "checkpoints").mkdir()
+    for ckpt in sorted((ROOT / "checkpoints").glob("*.pt")):
+        shutil.copy(ckpt, out / "checkpoints" / ckpt.name)
     if not (out / "README.md").exists():  # pyproject's readme must exist for `pip install .`
         (out / "README.md").write_text(README, encoding="utf-8")
     # the released student notebooks; a solution not released yet is released into the bundle only

@@ -30,8 +30,23 @@ def use_pretrained() -> bool:
     return os.environ.get("COURSE_PRETRAINED", "").strip().lower() in _TRUE
 
 
+def checkpoint_dirs() -> list[Path]:
+    """Where checkpoints are looked for, in order: ``$COURSE_CHECKPOINTS``; the repository's (or the
+    student bundle's) ``checkpoints/`` next to the ``course`` package; ``checkpoints/`` in the working
+    directory or its parent (a notebook runs in ``notebooks/``; this finds them after a
+    non-editable ``pip install``)."""
+    dirs = [Path(os.environ["COURSE_CHECKPOINTS"])] if os.environ.get("COURSE_CHECKPOINTS") else []
+    return dirs + [CHECKPOINT_DIR, Path.cwd() / "checkpoints", Path.cwd().parent / "checkpoints"]
+
+
 def checkpoint_path(name: str, directory: str | Path | None = None) -> Path:
-    return Path(directory or CHECKPOINT_DIR) / f"{name}.pt"
+    """``<directory>/<name>.pt``; without a directory, the first of :func:`checkpoint_dirs` that has it."""
+    if directory is not None:
+        return Path(directory) / f"{name}.pt"
+    for d in checkpoint_dirs():
+        if (d / f"{name}.pt").is_file():
+            return d / f"{name}.pt"
+    return CHECKPOINT_DIR / f"{name}.pt"
 
 
 def _describe_mismatch(model: torch.nn.Module, state: dict) -> str | None:
@@ -61,7 +76,8 @@ def load(name: str, model: torch.nn.Module, directory: str | Path | None = None)
     """
     path = checkpoint_path(name, directory)
     if not path.is_file():
-        return None, f"no checkpoint {path} (make it with `python scripts/train_checkpoints.py`)"
+        return None, (f"no checkpoint {name}.pt in {', '.join(str(d) for d in checkpoint_dirs())} (in the "
+                      "course repository, `python scripts/train_checkpoints.py` makes it)")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say so, train instead
@@ -77,7 +93,7 @@ def load(name: str, model: torch.nn.Module, directory: str | Path | None = None)
 
 def save(name: str, model: torch.nn.Module, record: Any = None, directory: str | Path | None = None) -> Path:
     """Write ``model``'s weights (on the CPU) and ``record`` to ``<directory>/<name>.pt``."""
-    path = checkpoint_path(name, directory)
+    path = checkpoint_path(name, directory or CHECKPOINT_DIR)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     torch.save({"format": FORMAT, "name": name, "state_dict": state, "record": record,
@@ -99,7 +115,7 @@ def load_or_train(name: str, model: torch.nn.Module, train_fn: Callable[[], Any]
     if pretrained:
         record, reason = load(name, model)
         if reason is None:
-            print(f"loaded pretrained {name!r} from checkpoints/{name}.pt (skipping its training)")
+            print(f"loaded pretrained {name!r} from {checkpoint_path(name)} (skipping its training)")
             model.eval()
             model.loaded_checkpoint = name  # see loaded_from_checkpoint
             return record

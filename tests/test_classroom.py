@@ -308,7 +308,8 @@ def test_bundle_has_no_solutions_nor_hidden_tests(bundle):
     assert not (bundle / "solutions").exists() and not (bundle / "grader" / "tests").exists()
     assert not list(bundle.rglob("test_*.py")) and audit_bundle(bundle) == []
     for needed in ("course/__init__.py", "grader/__init__.py", "grader/engine/grade.py",
-                   "grader/public/nb01_toy_flows.py", "notebooks/01_toy_flows.ipynb", "pyproject.toml", "README.md"):
+                   "grader/public/nb01_toy_flows.py", "notebooks/01_toy_flows.ipynb", "pyproject.toml", "README.md",
+                   "checkpoints/08_latent_flow.pt", "checkpoints/judge_digits8.pt"):
         assert (bundle / needed).is_file(), needed
     with pytest.raises(FileExistsError):
         cli.main(["bundle", str(bundle), "--only", A])

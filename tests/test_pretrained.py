@@ -34,6 +34,8 @@ def _trainer(model, calls):
 @pytest.fixture
 def ckpt_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "CHECKPOINT_DIR", tmp_path)
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ in the working directory or its parent
+    monkeypatch.delenv("COURSE_CHECKPOINTS", raising=False)
     monkeypatch.delenv("COURSE_SAVE_CHECKPOINTS", raising=False)
     monkeypatch.delenv("COURSE_FAST", raising=False)
     return tmp_path
@@ -101,6 +103,19 @@ def test_mismatched_architecture_names_the_difference_and_trains(ckpt_dir, capsy
 
     load_or_train("toy", Renamed(), lambda: calls.append(1), pretrained=True)
     assert "entries the checkpoint lacks (e.g. 'first.bias')" in capsys.readouterr().out
+
+
+def test_checkpoints_are_found_beside_the_notebooks_or_where_the_environment_says(ckpt_dir, tmp_path, monkeypatch):
+    """After a non-editable install the package's own folder has no checkpoints: a notebook running
+    in <project>/notebooks finds <project>/checkpoints, and $COURSE_CHECKPOINTS wins over both."""
+    project = tmp_path / "project"
+    save("toy", _net(), {"where": "project"}, directory=project / "checkpoints")
+    (project / "notebooks").mkdir()
+    monkeypatch.chdir(project / "notebooks")
+    assert load("toy", _net())[0] == {"where": "project"}
+    save("toy", _net(), {"where": "env"}, directory=tmp_path / "elsewhere")
+    monkeypatch.setenv("COURSE_CHECKPOINTS", str(tmp_path / "elsewhere"))
+    assert load("toy", _net())[0] == {"where": "env"}
 
 
 def test_unreadable_or_foreign_file_falls_back(ckpt_dir, capsys):
