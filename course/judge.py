@@ -8,13 +8,13 @@ area-downsampled to 8x8 first, so one judge serves every notebook.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from course.digits import load_digits
+from course.pretrained import load
 
 
 class DigitJudge(nn.Module):
@@ -88,7 +88,6 @@ def train_judge(steps: int = 400, batch_size: int = 128, seed: int = 0, progress
         torch.manual_seed(seed)
         judge = DigitJudge()
     x_train, y_train = load_digits(split="train")
-    x_test, y_test = load_digits(split="test")
     opt = torch.optim.Adam(judge.parameters(), lr=2e-3)
     judge.train()
     for step in range(steps):
@@ -100,14 +99,19 @@ def train_judge(steps: int = 400, batch_size: int = 128, seed: int = 0, progress
         opt.step()
         if progress and step % 100 == 0:
             print(f"judge step {step}: loss {loss.item():.3f}")
+    return _ready(judge)
+
+
+def _ready(judge: DigitJudge) -> DigitJudge:
+    """Freeze the judge and measure its held-out accuracy (``test_accuracy``)."""
     judge.eval()
     for p in judge.parameters():
         p.requires_grad_(False)
-    judge.test_accuracy = judge.accuracy(x_test, y_test)
+    judge.test_accuracy = judge.accuracy(*load_digits(split="test"))
     return judge
 
 
-CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "judge_digits8.pt"
+CHECKPOINT_NAME = "judge_digits8"  # checkpoints/judge_digits8.pt, read by course.pretrained
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,13 +120,6 @@ def get_judge() -> DigitJudge:
     ``python scripts/train_checkpoints.py``, the same deterministic training), else trained here
     (about 10 s on 2 CPU cores). Its held-out accuracy is measured either way."""
     with torch.inference_mode(False):
-        if CHECKPOINT.is_file():
-            judge = DigitJudge()
-            judge.load_state_dict(torch.load(CHECKPOINT, map_location="cpu", weights_only=True))
-            judge.eval()
-            for p in judge.parameters():
-                p.requires_grad_(False)
-            x_test, y_test = load_digits(split="test")
-            judge.test_accuracy = judge.accuracy(x_test, y_test)
-            return judge
-        return train_judge()
+        judge = DigitJudge()
+        _, reason = load(CHECKPOINT_NAME, judge)
+        return _ready(judge) if reason is None else train_judge()

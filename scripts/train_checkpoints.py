@@ -30,8 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from course.judge import CHECKPOINT, train_judge  # noqa: E402
-from course.pretrained import CHECKPOINT_DIR  # noqa: E402
+from course.judge import CHECKPOINT_NAME, train_judge  # noqa: E402
+from course.pretrained import CHECKPOINT_DIR, save  # noqa: E402
 
 NOTEBOOKS = ["07_guidance", "08_latent_unet"]
 
@@ -39,9 +39,8 @@ NOTEBOOKS = ["07_guidance", "08_latent_unet"]
 def make_judge() -> None:
     torch.set_num_threads(1)  # deterministic, and what the tests use
     judge = train_judge()
-    CHECKPOINT.parent.mkdir(exist_ok=True)
-    torch.save(judge.state_dict(), CHECKPOINT)
-    print(f"wrote {CHECKPOINT} ({CHECKPOINT.stat().st_size // 1024} KiB); held-out accuracy {judge.test_accuracy:.3f}")
+    path = save(CHECKPOINT_NAME, judge, {"test_accuracy": judge.test_accuracy}, CHECKPOINT_DIR)
+    print(f"wrote {path} ({path.stat().st_size // 1024} KiB); held-out accuracy {judge.test_accuracy:.3f}")
 
 
 def run_notebook(nid: str, executed_dir: Path | None) -> None:

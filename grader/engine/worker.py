@@ -165,7 +165,7 @@ class Worker:
 
 def _tripwire(*args, **kwargs):
     """Stands in for a library function the learner must not call (see Worker._invoke)."""
-    import builtins
+    import builtins  # this code runs with the library module's globals: import here, not at the top
 
     builtins.__course_library_hit__ = True
     raise RuntimeError("this answer calls the course library's own implementation of the exercise")
