@@ -19,30 +19,11 @@ from typing import Callable
 import torch
 
 from course import flows, ode
+from course.batching import append_dims, randn_like, time_batch  # noqa: F401  (re-exported)
 from course.gmm import noised_gmm_log_prob_and_score
 
 SDE = Callable[[torch.Tensor, torch.Tensor], tuple]
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-# ---------------------------------------------------------------------------------------------
-# Small helpers
-# ---------------------------------------------------------------------------------------------
-def append_dims(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A per-sample value v (B,) reshaped to (B, 1, ..., 1) so that it broadcasts against x."""
-    return v.reshape(-1, *([1] * (x.dim() - 1)))
-
-
-def time_batch(t, x: torch.Tensor) -> torch.Tensor:
-    """A float, 0-dim or (B,) time as a (B,) tensor on x's device and dtype."""
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    return t.expand(x.shape[0]) if t.dim() == 0 else t
-
-
-def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Standard normal noise with x's shape, drawn from ``generator`` (on its device), moved to x's."""
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,10 +15,29 @@ hidden tests (in ``grader/tests/``) run only when grading.
 from __future__ import annotations
 
 import pytest
+import torch
 
 from grader.engine.codec import LearnerRef, Ref  # noqa: F401  (re-exported for test modules)
 from grader.engine.compare import (Hint, Mismatch, expect, expect_close, expect_moments,  # noqa: F401
                                    expect_scalar, expect_tensor, matches)
+
+
+def build(ref: Ref, module=None):
+    """The grader's own copy of what ``ref`` builds inside the sandbox: the same factory, called here.
+
+    A ``Ref`` made from the factory function needs nothing else; one made from a name is looked up
+    on ``module`` (the notebook's public module)."""
+    if ref.function is not None:
+        return ref.function(*ref.args, **ref.kwargs)
+    if module is None:
+        raise TypeError(f"{ref!r} names its factory by string: pass the public module, or make the Ref "
+                        "from the factory function itself")
+    return getattr(module, ref.factory)(*ref.args, **ref.kwargs)
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed``: the factory behind ``Ref(generator, seed)``."""
+    return torch.Generator().manual_seed(int(seed))
 
 
 def exercise(name: str, weight: float = 1.0, timeout: float | None = None):

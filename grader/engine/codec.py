@@ -27,11 +27,16 @@ class EncodeError(TypeError):
 class Ref:
     """An argument built inside the sandbox by a factory of the notebook's public module.
 
-    ``Ref("rotation_field", omega=2.0)`` becomes ``public_module.rotation_field(omega=2.0)``.
+    ``Ref(rotation_field, omega=2.0)`` (the factory function itself, defined in or imported into
+    the public module) becomes ``public_module.rotation_field(omega=2.0)`` in the sandbox; only its
+    name crosses. ``api.build(ref)`` makes the grader's own copy by calling the same function.
+    A factory given by name (``Ref("rotation_field")``) is looked up the same way.
     """
 
-    def __init__(self, factory: str, *args, **kwargs):
-        self.factory, self.args, self.kwargs = factory, args, kwargs
+    def __init__(self, factory, *args, **kwargs):
+        self.function = factory if callable(factory) else None
+        self.factory = factory.__name__ if callable(factory) else factory
+        self.args, self.kwargs = args, kwargs
 
     def __repr__(self):
         return f"Ref({self.factory!r})"
