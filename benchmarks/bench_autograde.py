@@ -24,8 +24,8 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from course.autograde import Options, autograde  # noqa: E402
-from course.classroom import init_class  # noqa: E402
+from grader.workflows.autograde import Options, autograde  # noqa: E402
+from grader.workflows.coursedir import init_class  # noqa: E402
 
 
 def make_class(course_dir: Path, notebook: str, n: int) -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from course.execute import execute_notebook  # noqa: E402
-from course.release import solution_notebooks  # noqa: E402
+from grader.workflows.execute import execute_notebook  # noqa: E402
+from grader.workflows.release import solution_notebooks  # noqa: E402
 from grader.engine.grade import grade_notebook  # noqa: E402
 
 FULL_TARGET = {"01": 180, "07": 480, "08": 480}

@@ -8,19 +8,6 @@ import numpy as np
 import torch
 
 
-def ensure_scripts_on_path() -> None:
-    """Put this interpreter's scripts directory (``.venv/bin``) on PATH.
-
-    nbgrader runs helper commands (``alembic``, for its gradebook) by name; without an activated
-    environment (``.venv/bin/python -m pytest``, ``.venv/bin/course``) they would not be found.
-    """
-    import sys
-
-    scripts = os.path.dirname(sys.executable)
-    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
-
-
 def apply_thread_setting() -> None:
     """Honour ``COURSE_THREADS=N`` (torch intra-op threads). The test suite sets 1: several
     processes share 2 cores there, and oversubscribed threads make tiny networks many times slower."""

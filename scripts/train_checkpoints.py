@@ -45,7 +45,7 @@ def make_judge() -> None:
 
 def run_notebook(nid: str, executed_dir: Path | None) -> None:
     """Run solutions/<nid>.ipynb in full mode, saving every model it trains to checkpoints/."""
-    from course.execute import execute_notebook
+    from grader.workflows.execute import execute_notebook
 
     with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as tmp:
         metrics_file = Path(tmp.name)

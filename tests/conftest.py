@@ -2,7 +2,7 @@
 and the notebooks' kernels inherit this), and a non-interactive matplotlib backend."""
 import os
 
-from course.runtime import ensure_scripts_on_path
+from grader.paths import ensure_scripts_on_path
 
 ensure_scripts_on_path()  # nbgrader calls `alembic` and tests call `nbgrader` by name
 

@@ -11,9 +11,7 @@ import pytest
 
 from grader.engine.grade import grade_notebook
 
-ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "solutions"
-NOTEBOOKS = ROOT / "notebooks"
+from grader.paths import NOTEBOOKS, ROOT, SOLUTIONS  # noqa: F401  (re-exported for the tests)
 
 
 def answer(name: str, args: str, body: str, imports: str = "import torch\nimport numpy as np\n") -> str:
@@ -151,6 +149,6 @@ class NotebookContract:
 
     def test_solution_runs_in_fast_mode(self):
         """Does the reference notebook run top to bottom in fast mode?"""
-        from course.execute import execute_notebook
+        from grader.workflows.execute import execute_notebook
 
         execute_notebook(self.solution, fast=True)

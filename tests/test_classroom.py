@@ -18,9 +18,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course import cli
-from course.autograde import hidden_paths
-from course.classroom import gradebook, public_lines
+from grader import cli
+from grader.workflows.autograde import hidden_paths
+from grader.workflows.feedback import public_lines
+from grader.workflows.gradebook import gradebook
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "01_toy_flows.ipynb"
@@ -147,7 +148,7 @@ def test_init_class_is_an_nbgrader_course(graded_class):
     course_dir, _ = graded_class
     from nbgrader.apps import NbGraderAPI
 
-    from course.classroom import load_config
+    from grader.workflows.coursedir import load_config
 
     api = NbGraderAPI(config=load_config(course_dir))
     assert api.get_source_assignments() == {A}
@@ -269,7 +270,7 @@ def test_rerun_is_idempotent_and_regrades_changes(graded_class, capsys):
 def test_reports_say_how_the_code_was_isolated_and_weaker_isolation_is_flagged(graded_class):
     """Does every report name the sandbox its code ran in, and does autograde warn when a
     submission ran with limits only (here: isolation turned off for one regrade)?"""
-    from course.autograde import REPORT_FILE, Options, autograde
+    from grader.workflows.autograde import REPORT_FILE, Options, autograde
 
     course_dir, students = graded_class
     levels = {"namespaces+uid", "namespaces-or-limits", "limits", "not started"}
@@ -303,7 +304,7 @@ def bundle(tmp_path_factory):
 
 
 def test_bundle_has_no_solutions_nor_hidden_tests(bundle):
-    from course.bundle import audit_bundle
+    from grader.workflows.bundle import audit_bundle
 
     assert not (bundle / "solutions").exists() and not (bundle / "grader" / "tests").exists()
     assert not list(bundle.rglob("test_*.py")) and audit_bundle(bundle) == []
@@ -343,7 +344,7 @@ def test_bundle_is_pip_installable(bundle, tmp_path):
 
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "grader/public/nb01_toy_flows.py" in names and "course/classroom.py" in names
+    assert "grader/public/nb01_toy_flows.py" in names and "grader/workflows/autograde.py" in names and "grader/cli.py" in names
     assert not [n for n in names if n.startswith(("grader/tests", "solutions"))]
     shutil.rmtree(bundle / "build", ignore_errors=True)
 
@@ -359,7 +360,7 @@ def test_progress_in_the_bundle_uses_public_tests(bundle, tmp_path):
             cell.source = full[gid]
     nbformat.write(nb, mine / f"{A}.ipynb")
     env = {**os.environ, "PYTHONPATH": str(bundle), "COURSE_FAST": "1"}
-    done = subprocess.run([sys.executable, "-m", "course.cli", "progress", "--dir", str(mine), "--only", A],
+    done = subprocess.run([sys.executable, "-m", "grader.cli", "progress", "--dir", str(mine), "--only", A],
                           cwd=bundle, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

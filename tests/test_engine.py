@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from course.release import canonical_json, release, solution_notebooks
+from grader.workflows.release import canonical_json, release, solution_notebooks
 from grader.engine import codec
 from grader.engine.compare import Hint, Mismatch, expect_close, expect_moments, expect_scalar, expect_tensor
 from grader.engine.notebook import library_use
@@ -107,7 +107,7 @@ def test_static_library_use_detection():
 
 # -- command line --------------------------------------------------------------------------------
 def run_cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "course.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "grader.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_cli_grade_writes_exact_json_and_gradescope(tmp_path):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from course.execute import execute_notebook
+from grader.workflows.execute import execute_notebook
 from support import SOLUTIONS, NotebookContract, answer
 
 NB = "02_neural_odes"

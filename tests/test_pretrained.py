@@ -203,8 +203,8 @@ def test_08_checkpoints_sample_recognisable_digits_in_latent_space():
 
 
 def _run_pretrained(nid, tmp_path, monkeypatch):
-    from course.execute import execute_notebook
-    from course.release import ROOT
+    from grader.workflows.execute import execute_notebook
+    from grader.paths import ROOT
 
     metrics = tmp_path / "metrics.jsonl"
     monkeypatch.setenv("COURSE_PRETRAINED", "1")

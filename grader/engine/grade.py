@@ -18,8 +18,8 @@ from grader.engine.plugin import GradingPlugin
 from grader.engine.report import build_report, exercise_result
 from grader.engine.sandbox import Limits, Policy
 from grader.engine.submission import SandboxSubmission
+from grader.paths import PYTEST_INI, ROOT
 
-PYTEST_INI = Path(__file__).with_name("pytest.ini")
 
 
 class GraderError(Exception):
@@ -86,7 +86,7 @@ def _run_pytest(spec: registry.NotebookSpec, plugin: GradingPlugin) -> list:
     files = [str(Path(spec.manifest().__file__))]
     if spec.hidden_path.is_file():
         files.append(str(spec.hidden_path))
-    args = files + ["-c", str(PYTEST_INI), "--rootdir", str(registry.GRADER_DIR.parent), "-q",
+    args = files + ["-c", str(PYTEST_INI), "--rootdir", str(ROOT), "-q",
                     "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist",
                     "-W", "ignore::DeprecationWarning", "--capture=sys", "--assert=plain"]
     out = io.StringIO()

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-GRADER_DIR = Path(__file__).resolve().parents[1]
+from grader.paths import HIDDEN_DIR
+
 NOTEBOOK_ID = re.compile(r"^(\d\d)_([a-z0-9_]+)$")
 
 
@@ -26,7 +27,7 @@ class NotebookSpec:
 
     @property
     def hidden_path(self) -> Path:
-        return GRADER_DIR / "tests" / f"test_{self.id}.py"
+        return HIDDEN_DIR / f"test_{self.id}.py"
 
     def manifest(self):
         return importlib.import_module(self.public_module)

@@ -19,13 +19,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from course.release import NOTEBOOKS, ROOT, SOLUTIONS
+from grader.engine.grade import GraderError, grade_notebook
+from grader.engine.report import format_table, to_gradescope, write_json
+from grader.paths import NOTEBOOKS, ROOT, SOLUTIONS
+from grader.workflows.autograde import Options, autograde
+from grader.workflows.bundle import build_bundle
+from grader.workflows.coursedir import init_class
+from grader.workflows.execute import execute_notebook
+from grader.workflows.progress import format_progress, progress
+from grader.workflows.release import release
 
 
 def cmd_grade(args) -> int:
-    from grader.engine.grade import GraderError, grade_notebook
-    from grader.engine.report import format_table, to_gradescope, write_json
-
     try:
         report = grade_notebook(args.notebook, exercise=args.exercise, seed=args.seed,
                                 notebook_id=args.notebook_id, budget_s=args.budget)
@@ -41,15 +46,11 @@ def cmd_grade(args) -> int:
 
 
 def cmd_release(args) -> int:
-    from course.release import release
-
     release(Path(args.out), only=args.only)
     return 0
 
 
 def cmd_run(args) -> int:
-    from course.execute import execute_notebook
-
     seconds = execute_notebook(args.notebook, fast=not args.full, output=args.output)
     print(f"{args.notebook}: ran in {seconds:.1f} s ({'full' if args.full else 'fast'} mode)")
     return 0
@@ -58,10 +59,6 @@ def cmd_run(args) -> int:
 def cmd_demo(args) -> int:
     """The whole loop at once, on built-in defaults."""
     import tempfile
-
-    from course.execute import execute_notebook
-    from grader.engine.grade import grade_notebook
-    from grader.engine.report import format_table
 
     solution = SOLUTIONS / "01_toy_flows.ipynb"
     student = NOTEBOOKS / "01_toy_flows.ipynb"
@@ -84,16 +81,12 @@ def cmd_demo(args) -> int:
 
 
 def cmd_init_class(args) -> int:
-    from course.classroom import init_class
-
     init_class(Path(args.dir), solutions_dir=Path(args.solutions), only=args.only, duedate=args.duedate,
                late_penalty=args.late_penalty)
     return 0
 
 
 def cmd_autograde(args) -> int:
-    from course.autograde import Options, autograde
-
     limits = {}
     if args.call_timeout:
         limits["call_timeout"] = args.call_timeout
@@ -109,16 +102,12 @@ def cmd_autograde(args) -> int:
 
 
 def cmd_bundle(args) -> int:
-    from course.bundle import build_bundle
-
     out = build_bundle(Path(args.out), force=args.force, only=args.only)
     print(f"student bundle written to {out}")
     return 0
 
 
 def cmd_progress(args) -> int:
-    from course.progress import format_progress, progress
-
     rows = progress(Path(args.dir), only=args.only, budget_s=args.budget)
     print(format_progress(rows))
     return 0

@@ -31,8 +31,15 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course.classroom import atomic_write, load_config, record_grades, write_feedback
-from course.release import ROOT
+from grader.engine import registry
+from grader.engine.grade import GraderError, grade_notebook
+from grader.engine.report import build_report, to_gradescope
+from grader.engine.sandbox import Limits, Policy
+from grader.paths import HIDDEN_DIR, ROOT
+from grader.workflows.atomic import atomic_write
+from grader.workflows.coursedir import load_config
+from grader.workflows.feedback import write_feedback
+from grader.workflows.gradebook import record_grades
 
 REPORT_FILE = "grader-report.json"
 HIDDEN_IN_COURSE = ("source", "release", "submitted", "autograded", "feedback", "exchange",
@@ -41,7 +48,8 @@ HIDDEN_IN_REPO = ("solutions", "grader/tests", "tests", ".git", "course-class")
 
 
 @dataclass
-class Submission:
+class HandIn:
+    """One handed-in folder ``submitted/<student>/<assignment>/`` (not the engine's graded Submission)."""
     student: str
     assignment: str
     folder: Path
@@ -71,7 +79,7 @@ class Options:
 # ------------------------------------------------------------------------------------------------
 # Discovery and the sandbox policy
 # ------------------------------------------------------------------------------------------------
-def find_submissions(course_dir: Path, assignment: str | None = None) -> list[Submission]:
+def find_submissions(course_dir: Path, assignment: str | None = None) -> list[HandIn]:
     """Every ``submitted/<student>/<assignment>/``, sorted by student then assignment."""
     course_dir = Path(course_dir)
     found = []
@@ -86,7 +94,7 @@ def find_submissions(course_dir: Path, assignment: str | None = None) -> list[Su
             nb = others[0] if len(others) == 1 else None
         stamp_file = folder / "timestamp.txt"
         stamp = stamp_file.read_text(encoding="utf-8", errors="replace").strip() if stamp_file.is_file() else None
-        found.append(Submission(folder.parent.name, folder.name, folder, nb, stamp or None))
+        found.append(HandIn(folder.parent.name, folder.name, folder, nb, stamp or None))
     return found
 
 
@@ -103,7 +111,7 @@ def hidden_paths(course_dir: Path) -> list[str]:
     # an installed (non-editable) copy of the grader would carry its hidden tests along
     for entry in sys.path:
         tests = Path(entry or ".").resolve() / "grader" / "tests"
-        if tests.is_dir() and tests != ROOT / "grader" / "tests":
+        if tests.is_dir() and tests != HIDDEN_DIR:
             paths.append(tests)
     seen, out = set(), []
     for p in paths:
@@ -118,9 +126,6 @@ def hidden_paths(course_dir: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 def error_report(notebook_id: str, message: str) -> dict:
     """A zero report for a submission that could not be graded at all."""
-    from grader.engine import registry
-    from grader.engine.report import build_report
-
     try:
         exercises = registry.spec_for(notebook_id).exercises
     except KeyError:
@@ -135,9 +140,6 @@ def error_report(notebook_id: str, message: str) -> dict:
 def grade_one(notebook: str, out: str, notebook_id: str, hidden: list[str], budget_s: float,
               limits: dict, seed: int | None, isolate: bool) -> None:
     """Grade one notebook (runs in the grading process) and write the report atomically."""
-    from grader.engine.grade import GraderError, grade_notebook
-    from grader.engine.sandbox import Limits, Policy
-
     t0 = time.monotonic()
     try:
         report = grade_notebook(notebook, seed=seed, notebook_id=notebook_id, limits=Limits(**limits),
@@ -195,7 +197,7 @@ class _Runner:
             self._kill(proc)
 
 
-def _report_path(course_dir: Path, sub: Submission) -> Path:
+def _report_path(course_dir: Path, sub: HandIn) -> Path:
     return Path(course_dir) / "autograded" / sub.student / sub.assignment / REPORT_FILE
 
 
@@ -206,7 +208,7 @@ def _load_report(path: Path) -> dict | None:
         return None
 
 
-def _grade_submission(course_dir: Path, sub: Submission, opts: Options, hidden: list[str],
+def _grade_submission(course_dir: Path, sub: HandIn, opts: Options, hidden: list[str],
                       runner: _Runner) -> tuple[dict, bool]:
     """(report, reused): the stored report if its input is unchanged, else a fresh grading."""
     path = _report_path(course_dir, sub)
@@ -220,7 +222,7 @@ def _grade_submission(course_dir: Path, sub: Submission, opts: Options, hidden: 
     else:
         tmp_out = path.with_name(f".{REPORT_FILE}.{os.getpid()}.partial")
         tmp_out.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "course.autograde", json.dumps({
+        argv = [sys.executable, "-m", "grader.workflows.autograde", json.dumps({
             "notebook": str(sub.notebook), "out": str(tmp_out), "notebook_id": sub.assignment,
             "hidden": hidden, "budget_s": opts.budget_s, "limits": opts.limits, "seed": opts.seed,
             "isolate": opts.isolate})]
@@ -252,8 +254,6 @@ def _grade_submission(course_dir: Path, sub: Submission, opts: Options, hidden: 
 def autograde(course_dir: Path, assignment: str | None = None, workers: int = 2, opts: Options | None = None,
               csv_path: Path | None = None, log=print) -> list[dict]:
     """Grade every submission of ``course_dir`` (or of one assignment); return one row per submission."""
-    from grader.engine import registry
-
     course_dir = Path(course_dir).resolve()
     opts = opts or Options()
     if not (course_dir / "nbgrader_config.py").is_file():
@@ -281,8 +281,6 @@ def autograde(course_dir: Path, assignment: str | None = None, workers: int = 2,
             gb_row = record_grades(course_dir, sub.student, sub.assignment, report, sub.timestamp, config)
             write_feedback(course_dir, sub.student, sub.assignment, report, gb_row)
             if opts.results_json:
-                from grader.engine.report import to_gradescope
-
                 atomic_write(_report_path(course_dir, sub).with_name("results.json"),
                              json.dumps(to_gradescope(report), indent=2) + "\n")
             row = {"student": sub.student, "assignment": sub.assignment, "score": report["score"],
@@ -334,7 +332,7 @@ def class_csv(course_dir: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of one grading process: ``python -m course.autograde JSON``."""
+    """Entry point of one grading process: ``python -m grader.workflows.autograde JSON``."""
     job = json.loads(argv[0])
     grade_one(**job)
     return 0
@@ -344,4 +342,4 @@ if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
 
 
-__all__ = ["Options", "Submission", "autograde", "class_csv", "find_submissions", "hidden_paths"]
+__all__ = ["Options", "HandIn", "autograde", "class_csv", "find_submissions", "hidden_paths"]

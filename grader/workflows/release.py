@@ -13,9 +13,8 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "solutions"
-NOTEBOOKS = ROOT / "notebooks"
+from grader.paths import NOTEBOOKS, SOLUTIONS, ensure_scripts_on_path
+
 
 
 def solution_notebooks(solutions_dir: Path = SOLUTIONS) -> list[Path]:
@@ -42,8 +41,6 @@ def generate(course_root: Path, assignments: list[str], config=None) -> None:
     """Run nbgrader's generate_assignment for each assignment under ``course_root/source``
     (with ``config``, or the release's own throw-away configuration)."""
     from nbgrader.apps import NbGraderAPI
-
-    from course.runtime import ensure_scripts_on_path
 
     ensure_scripts_on_path()
     api = NbGraderAPI(config=config if config is not None else nbgrader_config(course_root))

@@ -6,6 +6,7 @@ The bundle is a pip-installable project (``pip install .`` in it)::
     OUT/course/                    the library
     OUT/grader/__init__.py         ``from grader import check``
     OUT/grader/engine/             the grading engine (sandbox, check(), course grade)
+    OUT/grader/workflows/, cli.py  the `course` command (grade, progress, run)
     OUT/grader/public/             each notebook's manifest and PUBLIC tests
     OUT/checkpoints/               the pretrained weights (optional in every notebook)
     OUT/pyproject.toml, README.md
@@ -19,10 +20,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from course.release import NOTEBOOKS, ROOT, SOLUTIONS, release, solution_notebooks
+from grader.paths import CHECKPOINTS, NOTEBOOKS, ROOT, SOLUTIONS
+from grader.workflows.release import release, solution_notebooks
 
-PACKAGES = ("course", "grader/engine", "grader/public")
-FILES = ("grader/__init__.py", "pyproject.toml", "README.md", "LICENSE")
+PACKAGES = ("course", "grader/engine", "grader/public", "grader/workflows")
+FILES = ("grader/__init__.py", "grader/cli.py", "grader/paths.py", "pyproject.toml", "README.md", "LICENSE")
 FORBIDDEN = ("solutions", "grader/tests", "tests")
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### BEGIN HIDDEN TESTS")
 
@@ -60,7 +62,7 @@ def build_bundle(out: Path, force: bool = False, notebooks_dir: Path = NOTEBOOKS
             shutil.copy(ROOT / name, out / name)
     # pretrained weights (PRETRAINED = True in notebooks 07 and 08, and the digit judge): no code
     (out / "checkpoints").mkdir()
-    for ckpt in sorted((ROOT / "checkpoints").glob("*.pt")):
+    for ckpt in sorted(CHECKPOINTS.glob("*.pt")):
         shutil.copy(ckpt, out / "checkpoints" / ckpt.name)
     if not (out / "README.md").exists():  # pyproject's readme must exist for `pip install .`
         (out / "README.md").write_text(README, encoding="utf-8")

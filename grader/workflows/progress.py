@@ -10,19 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from grader.engine import registry
+from grader.engine.grade import GraderError, grade_notebook
+
 
 def tests_available(notebook_id: str) -> str:
-    from grader.engine import registry
-
     return "public+hidden" if registry.spec_for(notebook_id).hidden_path.is_file() else "public only"
 
 
 def progress(notebooks_dir: Path, only: list[str] | None = None, budget_s: float = 120.0,
              seed: int | None = 0) -> list[dict]:
     """One row per exercise: notebook, exercise, score, max_score, status, tests."""
-    from grader.engine import registry
-    from grader.engine.grade import GraderError, grade_notebook
-
     rows = []
     for spec in registry.notebooks():
         if only and spec.id not in only:
