@@ -10,6 +10,7 @@
     course init-class DIR            an nbgrader course directory from solutions/
     course autograde DIR [--assignment A] [--workers N]   grade submitted/ in the sandbox, into the gradebook
     course bundle OUT                what students receive: notebooks, library, public tests only
+    course similarity DIR [--assignment A]   near-copies of the reference or of another student
   learner:
     course progress [--dir notebooks]  every notebook's exercises and their current scores
 """
@@ -107,6 +108,19 @@ def cmd_bundle(args) -> int:
     return 0
 
 
+def cmd_similarity(args) -> int:
+    from grader.workflows.similarity import similarity_report
+
+    try:
+        result = similarity_report(Path(args.dir), assignment=args.assignment, threshold=args.threshold,
+                                   out_dir=Path(args.out) if args.out else None)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"course similarity: {exc}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    return 0
+
+
 def cmd_progress(args) -> int:
     rows = progress(Path(args.dir), only=args.only, budget_s=args.budget)
     print(format_progress(rows))
@@ -167,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--only", action="append", help="only this notebook id (repeatable; default all)")
     p.set_defaults(func=cmd_bundle)
+
+    p = sub.add_parser("similarity", help="near-copies among autograded answers (flags only, scores unchanged)")
+    p.add_argument("dir", help="the course directory (after `course autograde`)")
+    p.add_argument("--assignment", help="only this assignment (NN or NN_name)")
+    p.add_argument("--threshold", type=float, default=0.7,
+                   help="similarity (0..1, token 4-gram Jaccard) from which a pair is flagged (default 0.7)")
+    p.add_argument("--out", help="where the HTML and CSV reports go (default DIR/similarity/)")
+    p.set_defaults(func=cmd_similarity)
 
     p = sub.add_parser("progress", help="your current score on every notebook's exercises")
     p.add_argument("--dir", default=str(NOTEBOOKS), help="your notebooks (default notebooks/)")
