@@ -34,6 +34,10 @@ def grade_notebook(path: str | Path, exercise: str | None = None, seed: int | No
         nb = nbmod.read_notebook(path)
     except nbmod.NotANotebook as exc:
         raise GraderError(str(exc)) from None
+    if notebook_id is None:  # a file named as one notebook whose metadata says another: ask which
+        conflict = nbmod.id_conflict(nb, path, {s.id for s in registry.notebooks()})
+        if conflict:
+            raise GraderError(conflict)
     nid = notebook_id or nbmod.notebook_id(nb, path)
     if nid is None:
         raise GraderError(f"cannot tell which course notebook {path} is: name it like "

@@ -46,9 +46,46 @@ def read_notebook(path: str | Path) -> nbformat.NotebookNode:
     if not isinstance(raw, dict) or "cells" not in raw or "nbformat" not in raw:
         raise NotANotebook(f"{path} is not a Jupyter notebook (no cells)")
     try:
-        return nbformat.reads(json.dumps(raw), as_version=4)
+        nb = nbformat.reads(json.dumps(raw), as_version=4)
     except Exception as exc:  # nbformat raises several kinds
         raise NotANotebook(f"{path} is not a readable Jupyter notebook: {exc}") from None
+    problem = metadata_problem(nb)
+    if problem:
+        raise NotANotebook(f"{path.name}: {problem}")
+    return nb
+
+
+def metadata_problem(nb) -> str | None:
+    """None if the metadata the grader reads has the right types, else what is wrong (cell numbers from 1).
+
+    nbformat does not check nbgrader's or the course's metadata: a ``grade_id`` that is a number,
+    an ``nbgrader`` entry that is not a mapping, a cell whose source is not text would otherwise
+    break the grader deep inside.
+    """
+    meta = nb.get("metadata")
+    if not isinstance(meta, dict):
+        return "the notebook's metadata is not a mapping"
+    course = meta.get("course")
+    if course is not None and (not isinstance(course, dict) or not isinstance(course.get("notebook", ""), str)):
+        return "the notebook's metadata 'course' must be a mapping with a text 'notebook' (e.g. \"01_toy_flows\")"
+    for i, cell in enumerate(nb.get("cells") or [], 1):
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
+            return f"cell {i} is not a notebook cell (no cell_type)"
+        if not isinstance(cell.get("source", ""), str):
+            return f"cell {i}'s source is not text"
+        cmeta = cell.get("metadata", {})
+        if not isinstance(cmeta, dict):
+            return f"cell {i}'s metadata is not a mapping"
+        nbg = cmeta.get("nbgrader")
+        if nbg is None:
+            continue
+        if not isinstance(nbg, dict):
+            return f"cell {i}'s nbgrader metadata is not a mapping (it is {type(nbg).__name__})"
+        gid = nbg.get("grade_id")
+        if gid is not None and not isinstance(gid, str):
+            return (f"cell {i}'s nbgrader grade_id is {gid!r}, not text: grade ids name the exercise "
+                    "(copy the cell from a fresh copy of the notebook)")
+    return None
 
 
 def notebook_id(nb: nbformat.NotebookNode, path: str | Path) -> str | None:
@@ -60,6 +97,26 @@ def notebook_id(nb: nbformat.NotebookNode, path: str | Path) -> str | None:
     for n in range(len(stem), 3, -1):
         if NOTEBOOK_ID.match(stem[:n]):
             return stem[:n]
+    return None
+
+
+def name_id(path: str | Path, known) -> str | None:
+    """The course notebook a file's name names (the longest prefix of its stem in ``known``), or None."""
+    stem = Path(path).stem
+    for n in range(len(stem), 3, -1):
+        if stem[:n] in known:
+            return stem[:n]
+    return None
+
+
+def id_conflict(nb: nbformat.NotebookNode, path: str | Path, known) -> str | None:
+    """Why the file name and the metadata of a notebook name two different course notebooks, or None."""
+    meta = (nb.get("metadata") or {}).get("course") or {}
+    meta_id = meta.get("notebook") if isinstance(meta, dict) else None
+    file_id = name_id(path, known)
+    if meta_id in known and file_id is not None and meta_id != file_id:
+        return (f"{Path(path).name} is named like notebook {file_id} but its metadata says it is {meta_id}: "
+                f"say which with --notebook-id {file_id} (or {meta_id})")
     return None
 
 

@@ -17,7 +17,6 @@ limit is killed; its submission is recorded as an error with zero and regraded b
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -40,6 +39,7 @@ from grader.workflows.atomic import atomic_write
 from grader.workflows.coursedir import load_config
 from grader.workflows.feedback import write_feedback
 from grader.workflows.gradebook import record_grades
+from grader.workflows.hygiene import csv_writer, handin_problem, timestamp_problem
 
 REPORT_FILE = "grader-report.json"
 HIDDEN_IN_COURSE = ("source", "release", "submitted", "autograded", "feedback", "exchange",
@@ -55,12 +55,15 @@ class HandIn:
     folder: Path
     notebook: Path | None  # None: no notebook handed in
     timestamp: str | None  # nbgrader's timestamp.txt, as written
+    problem: str | None = None  # why it is refused before grading (grader.workflows.hygiene)
 
     def input_hash(self) -> str:
         h = hashlib.sha256()
         h.update((self.timestamp or "").encode())
         h.update(b"\0")
-        if self.notebook is not None and self.notebook.is_file():
+        h.update((self.problem or "").encode())
+        h.update(b"\0")
+        if self.notebook is not None and self.problem is None and self.notebook.is_file():
             h.update(self.notebook.read_bytes())
         return h.hexdigest()
 
@@ -89,12 +92,21 @@ def find_submissions(course_dir: Path, assignment: str | None = None) -> list[Ha
         if folder.parent.name.startswith(".") or folder.name.startswith("."):
             continue
         nb = folder / f"{folder.name}.ipynb"
-        if not nb.is_file():
+        if not (nb.is_file() or nb.is_symlink()):
             others = sorted(folder.glob("*.ipynb"))
             nb = others[0] if len(others) == 1 else None
+        problem = handin_problem(folder, nb, course_dir / "submitted")
         stamp_file = folder / "timestamp.txt"
-        stamp = stamp_file.read_text(encoding="utf-8", errors="replace").strip() if stamp_file.is_file() else None
-        found.append(HandIn(folder.parent.name, folder.name, folder, nb, stamp or None))
+        stamp = None
+        if problem is None and stamp_file.is_symlink():
+            problem = "timestamp.txt is a symbolic link: refused"
+        elif problem is None and stamp_file.is_file():
+            with open(stamp_file, encoding="utf-8", errors="replace") as f:
+                stamp = f.read(1000).strip() or None
+            problem = timestamp_problem(stamp)
+            if problem:
+                stamp = None  # never handed to nbgrader (it would abort the class run)
+        found.append(HandIn(folder.parent.name, folder.name, folder, nb, stamp, problem))
     return found
 
 
@@ -217,7 +229,9 @@ def _grade_submission(course_dir: Path, sub: HandIn, opts: Options, hidden: list
     if old and not opts.force and old.get("input_sha256") == digest and not old.get("grader_failure"):
         return old, True
     path.parent.mkdir(parents=True, exist_ok=True)
-    if sub.notebook is None:
+    if sub.problem is not None:
+        report = error_report(sub.assignment, sub.problem)
+    elif sub.notebook is None:
         report = error_report(sub.assignment, f"no notebook {sub.assignment}.ipynb was handed in")
     else:
         tmp_out = path.with_name(f".{REPORT_FILE}.{os.getpid()}.partial")
@@ -241,7 +255,7 @@ def _grade_submission(course_dir: Path, sub: HandIn, opts: Options, hidden: list
     report.update({"student": sub.student, "assignment": sub.assignment, "timestamp": sub.timestamp,
                    "input_sha256": digest})
     atomic_write(path, json.dumps(report, indent=1) + "\n")  # before any database write
-    if sub.notebook is not None and sub.notebook.is_file():  # for the formgrader's view
+    if sub.problem is None and sub.notebook is not None and sub.notebook.is_file():  # for the formgrader's view
         dest = path.with_name(sub.notebook.name)
         if not dest.exists() or dest.read_bytes() != sub.notebook.read_bytes():
             atomic_write(dest, sub.notebook.read_text(encoding="utf-8", errors="replace"))
@@ -322,7 +336,7 @@ def class_csv(course_dir: Path) -> str:
             if name not in exercises:
                 exercises.append(name)
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csv_writer(buf)  # every cell formula-escaped
     writer.writerow(["student", "assignment", "timestamp", "score", "max_score", "error", *exercises])
     for r in sorted(reports, key=lambda r: (r["student"], r["assignment"])):
         writer.writerow([r["student"], r["assignment"], r.get("timestamp") or "", f"{r['score']:g}",
