@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from grader.engine.plugin import TestRecord
@@ -45,18 +46,29 @@ def build_report(notebook: str, exercise_results: dict[str, dict], sandbox: str 
     return report
 
 
+def points(x: float) -> str:
+    """A score for people: at most two decimals (11.5001 -> 11.5); the JSON keeps the exact value."""
+    return f"{round(float(x), 2):g}"
+
+
+SUMMARY_LINE = re.compile(r"^\d+ of \d+ tests passed\.$")
+
+
 def format_table(report: dict, verbose: bool = True) -> str:
-    rows = [f"Notebook {report['notebook']}: {report['score']:g} / {report['max_score']:g}", ""]
+    rows = [f"Notebook {report['notebook']}: {points(report['score'])} / {points(report['max_score'])}", ""]
     width = max([len(n) for n in report["exercises"]] + [8])
     rows.append(f"  {'exercise'.ljust(width)}  {'score':>11}  status")
     for name, r in report["exercises"].items():
-        score = f"{r['score']:g}/{r['max_score']:g}"
+        score = f"{points(r['score'])}/{points(r['max_score'])}"
         rows.append(f"  {name.ljust(width)}  {score:>11}  {r['status']}")
         if verbose and r["status"] != "passed":
-            for line in r["feedback"][1:7]:
+            lines = list(r["feedback"])
+            if lines and SUMMARY_LINE.match(lines[0]):  # "2 of 3 tests passed.": the score says it already
+                lines = lines[1:]
+            for line in lines[:6]:
                 for i, sub in enumerate(line.splitlines()[:8]):
                     rows.append(f"  {'':{width}}    {'- ' if i == 0 else '  '}{sub}")
-    total = f"{report['score']:g}/{report['max_score']:g}"
+    total = f"{points(report['score'])}/{points(report['max_score'])}"
     rows.append(f"  {'total'.ljust(width)}  {total:>11}")
     return "\n".join(rows)
 

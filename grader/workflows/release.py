@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -51,11 +52,67 @@ def generate(course_root: Path, assignments: list[str], config=None) -> None:
                                f"{result.get('error', '')}")
 
 
+class ReleaseRefused(RuntimeError):
+    """Some target notebooks hold a learner's answers: they were left as they are."""
+
+    def __init__(self, kept: dict[Path, list[str]]):
+        self.kept = kept
+        lines = [f"{path} holds your answers ({', '.join(names)}): it was NOT overwritten."
+                 for path, names in kept.items()]
+        lines += ["Work in your own copy: `course start DIR` copies the student notebooks into DIR (move your",
+                  "answered notebooks there first; `course start` never replaces a file). To replace these files",
+                  "with blank stubs anyway, losing the answers: `course release --force`."]
+        super().__init__("\n".join(lines))
+
+
+def answer_sources(nb: nbformat.NotebookNode) -> dict[str, str]:
+    """grade_id -> source of every answer cell (nbgrader ``solution`` cell) of a notebook."""
+    found = {}
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader") or {}
+        if meta.get("solution") and meta.get("grade_id"):
+            found[str(meta["grade_id"])] = cell.source
+    return found
+
+
+def _committed_version(path: Path) -> nbformat.NotebookNode | None:
+    """The notebook as last committed to git (None outside a checkout or if never committed)."""
+    try:
+        done = subprocess.run(["git", "-C", str(path.parent), "show", f"HEAD:./{path.name}"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    try:
+        return nbformat.reads(done.stdout, as_version=4)
+    except Exception:  # noqa: BLE001 - a committed file that is not a notebook: no stubs to compare with
+        return None
+
+
+def learner_answers(path: Path, new_release: nbformat.NotebookNode) -> list[str]:
+    """The answer cells of the existing notebook ``path`` that a learner has written: those whose source
+    is neither the new release's stub nor the stub committed in git. An unreadable file counts as work."""
+    try:
+        existing = nbformat.read(path, as_version=4)
+    except Exception:  # noqa: BLE001 - whatever it is, it is not ours to destroy
+        return ["(the file is not a readable notebook)"]
+    stubs = [answer_sources(new_release)]
+    committed = _committed_version(path)
+    if committed is not None:
+        stubs.append(answer_sources(committed))
+    return [name for name, source in answer_sources(existing).items()
+            if all(source.strip() != s.get(name, "").strip() for s in stubs)]
+
+
 def release(out_dir: Path = NOTEBOOKS, solutions_dir: Path = SOLUTIONS, quiet: bool = False,
-            only: list[str] | None = None) -> list[Path]:
-    """Generate every student notebook (or those named in ``only``) into ``out_dir``."""
+            only: list[str] | None = None, force: bool = False) -> list[Path]:
+    """Generate every student notebook (or those named in ``only``) into ``out_dir``.
+
+    A target notebook whose answer cells hold a learner's work is never overwritten (unless ``force``):
+    the others are written, then :class:`ReleaseRefused` names the files kept and how to proceed."""
     sources = [s for s in solution_notebooks(solutions_dir) if not only or s.stem in only]
-    written = []
+    written, kept = [], {}
     with tempfile.TemporaryDirectory(prefix="course-release-") as tmp:
         course_root = Path(tmp)
         for src in sources:
@@ -68,8 +125,14 @@ def release(out_dir: Path = NOTEBOOKS, solutions_dir: Path = SOLUTIONS, quiet: b
             released = course_root / "release" / src.stem / src.name
             nb = nbformat.read(released, as_version=4)
             target = out_dir / src.name
+            answered = learner_answers(target, nb) if target.exists() and not force else []
+            if answered:
+                kept[target] = answered
+                continue
             target.write_text(canonical_json(nb), encoding="utf-8")
             written.append(target)
             if not quiet:
                 print(f"released {src.relative_to(solutions_dir.parent) if src.is_relative_to(solutions_dir.parent) else src} -> {target}")
+    if kept:
+        raise ReleaseRefused(kept)
     return written

@@ -1,0 +1,47 @@
+"""The small things a learner meets first: a misspelt exercise, an endless loop, the score display."""
+from __future__ import annotations
+
+import pytest
+
+from grader.engine.check import CheckFailed, check
+from grader.engine.report import format_table
+
+
+def test_a_misspelt_exercise_gets_a_suggestion():
+    """Does check("q_smaple") say there is no such exercise and suggest q_sample (not a bare KeyError)?"""
+    with pytest.raises(CheckFailed) as err:
+        check("q_smaple", namespace={})
+    text = str(err.value)
+    assert "no exercise called 'q_smaple'" in text and "'q_sample'" in text
+
+
+def test_an_endless_loop_is_interrupted_with_a_message():
+    """Does an answer that never returns fail its check after the time limit instead of hanging the kernel?"""
+    def euler_step(f, x, t, dt):
+        while True:
+            pass
+
+    with pytest.raises(CheckFailed) as err:
+        check("euler_step", namespace={"euler_step": euler_step}, timeout=1.0)
+    assert "did not finish within 1 s" in str(err.value)
+
+
+def test_a_passing_check_returns_nothing_to_display():
+    """Does a passing check return None, so the notebook shows only the ✓ line (no stray `True`)?"""
+    def euler_step(f, x, t, dt):
+        return x + dt * f(x, t)
+
+    assert check("euler_step", namespace={"euler_step": euler_step}, quiet=True) is None
+
+
+def test_scores_are_rounded_for_people_and_missing_cells_are_explained():
+    """Does the table print 11.5 / 17 (not 11.5001) and show a missing cell's reason?"""
+    report = {"notebook": "03_ddpm", "score": 11.50012, "max_score": 17.0, "exercises": {
+        "q_sample": {"score": 0.0, "max_score": 1.0, "status": "error",
+                     "feedback": ["The answer cell of q_sample is missing from the notebook."]},
+        "ddpm_loss": {"score": 11.50012, "max_score": 16.0, "status": "failed",
+                      "feedback": ["2 of 3 tests passed.", "[loss] off by a factor of 2"]}}}
+    text = format_table(report)
+    assert "11.5 / 17" in text and "11.5001" not in text
+    assert "answer cell of q_sample is missing" in text and "[loss] off by a factor of 2" in text
+    assert "2 of 3 tests passed." not in text
