@@ -174,3 +174,18 @@ def build_vocab(captions) -> dict[str, int]:
 
 VOCAB = build_vocab([" ".join(all_words())])  # the fixed vocabulary of every caption this module makes
 MAX_LEN = 6  # the longest caption: "a thick slanted large seven" (5 words), plus one spare
+
+
+def training_captions(labels: torch.Tensor, words: list[dict[str, str]], p_word: float = 0.3,
+                      p_uncond: float = 0.1, generator: torch.Generator | None = None) -> list[str]:
+    """Captions for one training batch: each attribute word of ``words`` (from ``words_from_z``) kept
+    with probability 1 - p_word (so "a thin seven" also describes thin sevens of any slant and size),
+    and the whole caption replaced by the empty caption "" with probability p_uncond (classifier-free
+    guidance's null condition, Ho & Salimans 2022)."""
+    keep = torch.rand(len(labels), len(ATTRIBUTES), generator=generator) >= p_word  # (B, 3)
+    uncond = torch.rand(len(labels), generator=generator) < p_uncond  # (B,)
+    out = []
+    for i, (label, w) in enumerate(zip(labels.tolist(), words)):
+        kept = {a: w[a] for j, a in enumerate(ATTRIBUTES) if a in w and keep[i, j]}
+        out.append("" if uncond[i] else make_caption(label, kept))
+    return out

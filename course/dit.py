@@ -178,20 +178,15 @@ class FinalLayer(nn.Module):
         h = self.norm(x)
         if self.adaLN is not None:
             shift, scale = self.adaLN(c).chunk(2, dim=-1)
-            h = modulate(h, shift, scale)
+            # modulate(h, shift, scale) written out: notebook 11 gives this layer to learners, whose
+            # grading forbids calling the library's modulate (an exercise there)
+            h = h * (1 + scale[:, None, :]) + shift[:, None, :]
         return self.linear(h)
 
 
-class TimeEmbedding(nn.Module):
-    """MLP(timestep_embedding(t, dim)): (B,) -> (B, dim)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.dim))
+def time_mlp(dim: int) -> nn.Sequential:
+    """The MLP applied to ``timestep_embedding(t, dim)``: Linear, SiLU, Linear."""
+    return nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
 
 BLOCKS = {"adaln_zero": DiTBlock, "adaln": AdaLNBlock, "in_context": PlainBlock}
@@ -216,7 +211,8 @@ class DiT(nn.Module):
         self.conditioning = conditioning
         self.x_embed = nn.Linear(in_ch * patch * patch, dim)
         self.register_buffer("pos_embed", sincos_pos_embed(image_size // patch, dim), persistent=False)
-        self.t_embed = TimeEmbedding(dim)
+        self.dim = dim
+        self.t_embed = time_mlp(dim)
         self.y_embed = nn.Embedding(n_classes + 1, dim) if n_classes else None
         self.blocks = nn.ModuleList([BLOCKS[conditioning](dim, heads, dim) for _ in range(depth)])
         adaptive = conditioning != "in_context"
@@ -226,7 +222,7 @@ class DiT(nn.Module):
     def condition(self, t: torch.Tensor, y: torch.Tensor | None, batch: int, device) -> torch.Tensor:
         """c = t_embed(t) + y_embed(y) (null label when y is None): (B, dim)."""
         t = torch.as_tensor(t, device=device)
-        c = self.t_embed(t.expand(batch) if t.dim() == 0 else t)
+        c = self.t_embed(timestep_embedding(t.expand(batch) if t.dim() == 0 else t, self.dim))
         if self.y_embed is not None:
             if y is None:
                 y = torch.full((batch,), self.n_classes, dtype=torch.long, device=device)
@@ -318,7 +314,8 @@ class TextDiT(nn.Module):
         self.x_embed = nn.Linear(in_ch * patch * patch, dim)
         self.register_buffer("pos_embed", sincos_pos_embed(image_size // patch, dim), persistent=False)
         self.frame_embed = nn.Parameter(0.02 * torch.randn(dim))
-        self.t_embed = TimeEmbedding(dim)
+        self.dim = dim
+        self.t_embed = time_mlp(dim)
         self.tok_embed = nn.Embedding(vocab_size, dim)
         self.text_pos = nn.Parameter(0.02 * torch.randn(max_len + 1, dim))
         self.null_token = nn.Parameter(0.02 * torch.randn(dim))
@@ -353,7 +350,7 @@ class TextDiT(nn.Module):
             h = torch.cat([h, extra_tokens], dim=1)  # (B, T + K, dim)
         text, mask, pooled = self.encode_text(tokens, pad_mask)
         t = torch.as_tensor(t, device=x.device)
-        c = self.t_embed(t.expand(B) if t.dim() == 0 else t) + self.pooled(pooled)  # (B, dim)
+        c = self.t_embed(timestep_embedding(t.expand(B) if t.dim() == 0 else t, self.dim)) + self.pooled(pooled)
         for block in self.blocks:
             h, text = block(h, text, mask, c)
         return unpatchify(self.final(h[:, :T], c), self.patch, C, H, W)

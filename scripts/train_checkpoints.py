@@ -11,6 +11,9 @@
   solution notebooks themselves in full mode, in a Jupyter kernel, with
   ``COURSE_SAVE_CHECKPOINTS`` set: each ``course.pretrained.load_or_train`` call saves what it
   trained, with its loss history and timings. The run also prints the notebooks' quality figures.
+  ``11_dit.pt``, ``11_dit_adaln.pt``, ``11_dit_in_context.pt``, ``11_unet.pt``, ``11_text_dit.pt``: notebook
+  11's class-conditional DiT, its adaLN and in-context variants, the UNet trained for the DiT's
+  time, and the text-to-image DiT (``--only 11_transformers_text``, about 6 minutes on 2 cores).
   Notebooks load these files only when asked (``PRETRAINED = True`` or ``COURSE_PRETRAINED=1``).
 
 Results on another machine or torch version differ in the last digits, not in quality; the
@@ -33,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from course.judge import CHECKPOINT_NAME, train_judge  # noqa: E402
 from course.pretrained import CHECKPOINT_DIR, save  # noqa: E402
 
-NOTEBOOKS = ["07_guidance", "08_latent_unet"]
+NOTEBOOKS = ["07_guidance", "08_latent_unet", "11_transformers_text"]
 
 
 def make_judge() -> None:

@@ -1,0 +1,264 @@
+"""Hidden tests of notebook 11 (DiT and text conditioning). Inputs and seeds are drawn at grading time from ``rng``.
+
+Functions are compared with the course library (the reference) or closed forms; the learner's modules
+are judged through the probes of the public module, by their behaviour, and joint attention against
+one attention over the concatenation computed here from the learner's own weights.
+"""
+from __future__ import annotations
+
+import torch
+
+from course.dit import modulate, patchify
+from course.text import tokenize
+from grader.engine.api import Hint, expect, expect_close, exercise
+from grader.public.nb11_transformers_text import (CROSS_SHAPES_HINT, PATCH_HINTS, expect_close_or, joint_attention_oracle,
+                                                   judge_fresh_block_is_identity, judge_losses_decrease,
+                                                   judge_no_error, judge_padding_ignored, judge_shapes,
+                                                   patch_layouts)
+
+
+def seed_from(rng) -> int:
+    return int(torch.randint(0, 2 ** 31 - 1, (1,), generator=rng))
+
+
+def randint(rng, lo, hi) -> int:
+    return int(torch.randint(lo, hi, (1,), generator=rng))
+
+
+# -- patchify / unpatchify --------------------------------------------------------------------
+def _random_image(rng):
+    p = randint(rng, 2, 4)
+    C = randint(rng, 2, 4)
+    gh, gw = randint(rng, 2, 4), randint(rng, 2, 5)
+    return torch.randn(3, C, gh * p, gw * p, generator=rng), p
+
+
+@exercise("patchify")
+def test_patchify_random(sub, rng):
+    """patchify of random multi-channel images, patch sizes and non-square grids"""
+    x, p = _random_image(rng)
+    layouts = patch_layouts(x, p)
+    got = sub.call("patchify", x, p)
+    expect_close(got, patchify(x, p), f"patchify(x of shape {tuple(x.shape)}, p={p})",
+                 hints=[Hint(layouts[k], h) for k, h in PATCH_HINTS.items()])
+
+
+@exercise("unpatchify")
+def test_unpatchify_inverts_patchify(sub, rng):
+    """unpatchify(patchify(x)) returns x for random shapes"""
+    x, p = _random_image(rng)
+    N, C, H, W = x.shape
+    got = sub.call("unpatchify", patchify(x, p), p, C, H, W)
+    hints = [Hint(patchify(x, p).reshape(N, C, H, W),
+                  "a plain reshape does not put patches back: reshape to (N, H/p, W/p, C, p, p), permute to "
+                  "(N, C, H/p, p, W/p, p), then reshape.")]
+    expect_close_or(got, x, f"unpatchify(patchify(x, {p}), {p}, C={C}, H={H}, W={W})", hints=hints,
+                    fallback="Hint: undo patchify step by step: tokens (N, (H/p)(W/p), C p^2) -> (N, H/p, W/p, C, p, p) "
+                             "-> permute to (N, C, H/p, p, W/p, p) -> (N, C, H, W). Patches are row-major over the "
+                             "grid, values (C, p, p) inside.")
+
+
+@exercise("unpatchify")
+def test_unpatchify_token_order(sub, rng):
+    """unpatchify puts token i * (W/p) + j at patch-row i, patch-column j"""
+    p, C, gh, gw = 2, 2, 2, 3
+    tokens = torch.zeros(1, gh * gw, C * p * p)
+    i, j = randint(rng, 0, gh), randint(rng, 0, gw)
+    tokens[0, i * gw + j] = torch.arange(1.0, C * p * p + 1)
+    expected = torch.zeros(1, C, gh * p, gw * p)
+    expected[0, :, i * p:(i + 1) * p, j * p:(j + 1) * p] = torch.arange(1.0, C * p * p + 1).reshape(C, p, p)
+    got = sub.call("unpatchify", tokens, p, C, gh * p, gw * p)
+    expect_close(got, expected, f"unpatchify of a single non-zero token (number {i * gw + j})",
+                 hints=[Hint(torch.zeros_like(expected), "nothing came back: is the token written anywhere?")])
+
+
+# -- modulate ---------------------------------------------------------------------------------
+@exercise("modulate")
+def test_modulate_random(sub, rng):
+    """modulate on random tokens with a per-sample shift and scale"""
+    B, T, D = 3, randint(rng, 4, 9), randint(rng, 2, 7)
+    x = torch.randn(B, T, D, generator=rng)
+    shift, scale = torch.randn(B, D, generator=rng), torch.randn(B, D, generator=rng)
+    got = sub.call("modulate", x, shift, scale)
+    expect_close(got, modulate(x, shift, scale), "modulate(x, shift, scale)", hints=[
+        Hint(x * (1 + shift[:, None]) + scale[:, None], "shift and scale are swapped: x (1 + scale) + shift."),
+        Hint(x * scale[:, None] + shift[:, None], "use x (1 + scale), not x * scale: scale = 0 must leave x unchanged."),
+        Hint(x * (1 + scale[:, None]), "the shift is missing: add shift after scaling."),
+    ])
+
+
+@exercise("modulate")
+def test_modulate_shape_broadcasts_over_tokens(sub, rng):
+    """modulate with as many samples as tokens (a broadcast over the wrong axis shows)"""
+    B = T = 4
+    x = torch.randn(B, T, 3, generator=rng)
+    shift, scale = torch.randn(B, 3, generator=rng), torch.randn(B, 3, generator=rng)
+    got = sub.call("modulate", x, shift, scale)
+    expect_close(got, modulate(x, shift, scale), "modulate(x (4, 4, 3), shift (4, 3), scale (4, 3))", hints=[
+        Hint(x * (1 + scale) + shift, "shift and scale are (B, D): give them a token axis, shift[:, None, :], so "
+                                      "they broadcast over the tokens of each sample (not over the samples).")])
+
+
+# -- DiTBlock ---------------------------------------------------------------------------------
+def _block_report(sub, rng):
+    heads = randint(rng, 1, 4)
+    dim = heads * 4 * randint(rng, 1, 4)
+    cond_dim = randint(rng, 3, 17)
+    return sub.probe("probe_ditblock", dim, heads, cond_dim, seed_from(rng)), (dim, heads, cond_dim)
+
+
+@exercise("DiTBlock", weight=2.0)
+def test_ditblock_new_is_identity_random(sub, rng):
+    """a new DiTBlock is the identity for random sizes (adaLN-Zero)"""
+    report, _ = _block_report(sub, rng)
+    judge_fresh_block_is_identity(report)
+
+
+@exercise("DiTBlock")
+def test_ditblock_condition_and_tokens(sub, rng):
+    """a trained-looking DiTBlock responds to the condition, mixes tokens, and is permutation-equivariant"""
+    report, cfg = _block_report(sub, rng)
+    judge_no_error(report, f"DiTBlock{cfg}", "Hint: forward(x, c) with x (B, T, dim), c (B, cond_dim).")
+    expect(report["c_change"] > 1e-3,
+           f"changing the condition c changed DiTBlock's output by {report['c_change']:.2g} (relative): c is ignored.",
+           "Hint: shift, scale and gate all come from adaLN(c): Linear(SiLU(c)) split into six.")
+    expect(report["other_tokens_change"] > 1e-3,
+           "changing one token left every other token's output unchanged: the tokens do not interact.",
+           "Hint: the first branch is self-attention over the tokens (SelfAttention(dim, heads)).")
+    expect_close(report["out_perm"], report["perm_out"], "DiTBlock on permuted tokens against its permuted output",
+                 atol=1e-4, rtol=1e-3)
+
+
+@exercise("DiTBlock")
+def test_ditblock_learns(sub, rng):
+    """a DiTBlock lowers a loss in a few Adam steps (the zero gates still get gradients)"""
+    report, cfg = _block_report(sub, rng)
+    judge_no_error(report, f"DiTBlock{cfg}", "Hint: forward(x, c) with x (B, T, dim), c (B, cond_dim).")
+    judge_losses_decrease(report, "DiTBlock", factor=0.9)
+
+
+# -- DiT --------------------------------------------------------------------------------------
+@exercise("DiT")
+def test_dit_shapes_random(sub, rng):
+    """DiT output shapes for several channel counts, image sizes, patches and depths"""
+    configs = []
+    for _ in range(2):
+        patch = randint(rng, 1, 3)
+        size = patch * randint(rng, 2, 5)
+        heads = randint(rng, 1, 3)
+        dim = 4 * heads * randint(rng, 1, 3)
+        configs.append((randint(rng, 1, 4), size, patch, dim, randint(rng, 1, 3), heads,
+                        [None, 10][randint(rng, 0, 2)], 2))
+    configs.append((2, 8, 4, 16, 1, 2, 10, 3))
+    got = sub.probe("probe_dit_shapes", configs, seed_from(rng))
+    judge_shapes(got, [[b, c, s, s] for c, s, *_, b in configs],
+                 [f"DiT{tuple(cfg[:7])} on x of shape {(cfg[7], cfg[0], cfg[1], cfg[1])}" for cfg in configs],
+                 "Hint: tokens of C p^2 values -> Linear to dim (+ positions for (image_size // patch)^2 patches) -> "
+                 "blocks -> FinalLayer(dim, dim, in_ch * patch**2) -> unpatchify(tokens, patch, C, H, W).")
+
+
+@exercise("DiT", weight=2.0)
+def test_dit_conditioning(sub, rng):
+    """DiT's output depends on the time and the label; y=None is the null label; patches interact"""
+    report = sub.probe("probe_dit_conditioning", seed_from(rng))
+    expect(report["t_change"] > 1e-3, f"changing t changed the DiT's output by {report['t_change']:.2g}: "
+                                      "the time is ignored.",
+           "Hint: c = t_embed(timestep_embedding(t, dim)) (+ the label embedding) goes to every block and the final layer.")
+    expect(report["y_change"] > 1e-3, f"changing the label changed the output by {report['y_change']:.2g}: "
+                                      "the label is ignored.",
+           "Hint: add y_embed(y) to the time embedding to make c.")
+    expect(report["null_gap"] < 1e-5, f"y=None and the null label n_classes gave different outputs "
+                                      f"(relative gap {report['null_gap']:.2g}).",
+           "Hint: y=None means the null label: y = torch.full((B,), n_classes) before the embedding.")
+    expect(report["far_change"] > 1e-3,
+           "changing the top-left patch left the bottom-right quarter of the output unchanged: the patches do "
+           "not interact.", "Hint: every block must attend over all tokens of the image.")
+
+
+@exercise("DiT")
+def test_dit_learns(sub, rng):
+    """a small DiT lowers a loss in a few Adam steps"""
+    judge_losses_decrease(sub.probe("probe_dit_train", 20, seed_from(rng)), "DiT")
+
+
+# -- tokenize ---------------------------------------------------------------------------------
+@exercise("tokenize")
+def test_tokenize_random(sub, rng):
+    """tokenize of random captions (unknown words, long and empty captions) against the reference"""
+    words = ["a", "an", "thin", "thick", "seven", "two", "upright"]
+    vocab = {"<pad>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    captions = []
+    for _ in range(5):
+        n = randint(rng, 1, 8)
+        captions.append(" ".join((words + ["purple", "dog"])[randint(rng, 0, len(words) + 2)] for _ in range(n)))
+    captions += ["", "a purple seven", "a thin thick seven two upright an a"]  # unknown word; longer than max_len
+    max_len = randint(rng, 4, 7)
+    ids, mask = tokenize(captions, vocab, max_len)
+    got_ids, got_mask = sub.call("tokenize", captions, vocab, max_len)
+    left = torch.stack([torch.roll(row, int(m.sum())) for row, m in zip(ids, mask)])
+    expect_close(got_ids, ids, f"ids of tokenize(captions, vocab, max_len={max_len}); captions {captions!r}", hints=[
+        Hint(left, "pad at the end: the words come first, then id 0 up to max_len."),
+        Hint(torch.where(ids == 1, torch.zeros_like(ids), ids),
+             "words not in the vocabulary get vocab['<unk>'], not the padding id.")])
+    expect_close(got_mask, mask, f"pad_mask of tokenize(captions, vocab, max_len={max_len})",
+                 hints=[Hint(~mask, "the mask is inverted: True marks *padding* (PyTorch's key_padding_mask).")])
+
+
+# -- CrossAttention ---------------------------------------------------------------------------
+def _cross_report(sub, rng, ctx_dim=None):
+    heads = randint(rng, 1, 4)
+    dim = heads * 4
+    M = randint(rng, 4, 8)
+    lengths = [randint(rng, 1, M) for _ in range(2)] + [M]
+    return sub.probe("probe_cross_attention", dim, ctx_dim or dim + randint(rng, 1, 6), heads, lengths, M,
+                     seed_from(rng))
+
+
+@exercise("CrossAttention", weight=2.0)
+def test_cross_attention_padding_random(sub, rng):
+    """padded text tokens get no weight: the output equals attending to the real tokens only"""
+    judge_padding_ignored(_cross_report(sub, rng), "CrossAttention")
+
+
+@exercise("CrossAttention")
+def test_cross_attention_keys_from_text(sub, rng):
+    """image tokens do not attend to each other; the text's content matters, not its order"""
+    heads = randint(rng, 1, 3)
+    report = sub.probe("probe_cross_attention", 8 * heads, 8 * heads, heads, [4, 6], 6, seed_from(rng))
+    judge_no_error(report, "CrossAttention", CROSS_SHAPES_HINT)
+    expect(report["other_tokens_change"] < 1e-6,
+           f"changing one image token changed the other image tokens' outputs (by {report['other_tokens_change']:.2g}): "
+           "they attend to each other.",
+           "Hint: the keys and values come from the text tokens (ctx), only the queries from the image tokens x.")
+    expect(report["ctx_change"] > 1e-3, "changing a real text token did not change the output: the text is ignored.",
+           "Hint: keys and values are linear maps of ctx.")
+    expect_close_or(report["out_perm"], report["out"], "CrossAttention with the real text tokens reordered",
+                    fallback="Hint: attention treats the keys as a set; add no position-dependent weights inside it.",
+                    atol=1e-5, rtol=1e-4)
+
+
+# -- JointAttention ---------------------------------------------------------------------------
+@exercise("JointAttention", weight=2.0)
+def test_joint_attention_oracle_random(sub, rng):
+    """JointAttention equals one attention over [image; text] with padding, from its own weights"""
+    heads = randint(rng, 1, 4)
+    dim = heads * 4 * randint(rng, 1, 3)
+    N, M = randint(rng, 3, 8), randint(rng, 2, 6)
+    lengths = [randint(rng, 1, M + 1) for _ in range(2)] + [1]
+    report = sub.probe("probe_joint_attention", dim, heads, N, lengths, M, seed_from(rng))
+    judge_no_error(report, "JointAttention", "Hint: use the layers qkv_x, qkv_c (Linear(dim, 3 dim)) and proj_x, "
+                                             "proj_c (Linear(dim, dim)), and return (x_out, c_out).")
+    x_out, c_out = joint_attention_oracle(report, heads)
+    hints = [
+        Hint(joint_attention_oracle(report, heads, "separate")[0],
+             "each modality attends only to itself: concatenate [image; text] and attend once over the whole sequence."),
+        Hint(joint_attention_oracle(report, heads, "inverted_mask")[0],
+             "the mask is inverted: c_mask is True at padded text tokens, which must get -inf."),
+        Hint(joint_attention_oracle(report, heads, "no_mask")[0],
+             "padded text tokens are attended to: mask them out of the keys (-inf before the softmax)."),
+    ]
+    expect_close(report["x_out"], x_out, f"JointAttention({dim}, {heads})'s image output", atol=1e-5, rtol=1e-4,
+                 hints=hints)
+    expect_close_or(report["c_out"], c_out, f"JointAttention({dim}, {heads})'s text output", atol=1e-5, rtol=1e-4,
+                    fallback="Hint: the text part of the one attention's output goes through proj_c, the image "
+                             "part through proj_x.")
