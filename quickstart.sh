@@ -13,6 +13,9 @@ $PIP install -q --upgrade pip
 $PIP install -q "torch==2.13.0" 2>/dev/null || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu || $PIP install -q torch
 $PIP install -q -e ".[dev]"
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null 2>&1 || true
+# The same kernel for a Jupyter or VS Code installed elsewhere: it is listed as "Python (diffusion course)".
+.venv/bin/python -m ipykernel install --user --name diffusion-course --display-name "Python (diffusion course)" \
+  >/dev/null 2>&1 || true
 if [ "${SKIP_DEMO:-0}" != "1" ]; then
   .venv/bin/course demo
 fi

@@ -1,10 +1,12 @@
 """The small things a learner meets first: a misspelt exercise, an endless loop, the score display."""
 from __future__ import annotations
 
+import nbformat
 import pytest
 
 from grader.engine.check import CheckFailed, check
 from grader.engine.report import format_table
+from grader.paths import NOTEBOOKS
 
 
 def test_a_misspelt_exercise_gets_a_suggestion():
@@ -45,3 +47,17 @@ def test_scores_are_rounded_for_people_and_missing_cells_are_explained():
     assert "11.5 / 17" in text and "11.5001" not in text
     assert "answer cell of q_sample is missing" in text and "[loss] off by a factor of 2" in text
     assert "2 of 3 tests passed." not in text
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in NOTEBOOKS.glob("0[1-8]_*.ipynb")))
+def test_a_kernel_without_the_course_says_what_to_do(notebook, monkeypatch):
+    """Does each notebook's first code cell stop a kernel that lacks the course with a clear message?"""
+    import importlib.util
+
+    nb = nbformat.read(NOTEBOOKS / notebook, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert "find_spec" in first.source, f"{notebook}: the first code cell should check the kernel"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "course" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match="Python \\(diffusion course\\)"):
+        exec(compile(first.source, notebook, "exec"), {})
