@@ -32,9 +32,11 @@ from grader.workflows.release import release
 
 
 def cmd_grade(args) -> int:
+    from grader.workflows.answers import grade_with_repair
+
     try:
-        report = grade_notebook(args.notebook, exercise=args.exercise, seed=args.seed,
-                                notebook_id=args.notebook_id, budget_s=args.budget)
+        report = grade_with_repair(args.notebook, exercise=args.exercise, seed=args.seed,
+                                   notebook_id=args.notebook_id, budget_s=args.budget)
     except GraderError as exc:
         print(f"course grade: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
@@ -63,6 +65,12 @@ def cmd_demo(args) -> int:
 
     solution = SOLUTIONS / "01_toy_flows.ipynb"
     student = NOTEBOOKS / "01_toy_flows.ipynb"
+    if not solution.is_file() or not student.is_file():
+        print("course demo runs the reference solutions, which are in the course repository only (this is "
+              "an installed student bundle without them).\nIn the bundle: open notebooks/01_toy_flows.ipynb "
+              "(jupyter lab notebooks/), answer, `check(\"euler_step\")` in the notebook, then\n"
+              "  course grade notebooks/01_toy_flows.ipynb     and     course progress", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
         print(f"1. Running the reference notebook {solution.relative_to(ROOT)} in fast mode ...", flush=True)
         seconds = execute_notebook(solution, fast=True, output=Path(tmp) / "executed.ipynb")
@@ -122,7 +130,15 @@ def cmd_similarity(args) -> int:
 
 
 def cmd_progress(args) -> int:
-    rows = progress(Path(args.dir), only=args.only, budget_s=args.budget)
+    from grader.workflows.progress import default_notebooks_dir
+
+    folder = Path(args.dir) if args.dir else default_notebooks_dir()
+    try:
+        rows = progress(folder, only=args.only, budget_s=args.budget)
+    except FileNotFoundError as exc:
+        print(f"course progress: {exc}", file=sys.stderr)
+        return 2
+    print(f"Your notebooks: {folder.resolve()}\n")
     print(format_progress(rows))
     return 0
 
@@ -191,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_similarity)
 
     p = sub.add_parser("progress", help="your current score on every notebook's exercises")
-    p.add_argument("--dir", default=str(NOTEBOOKS), help="your notebooks (default notebooks/)")
+    p.add_argument("--dir", help="your notebooks (default: the repository's notebooks/; in an installed "
+                                 "bundle ./notebooks, else the working directory)")
     p.add_argument("--only", action="append", help="only this notebook id (repeatable)")
     p.add_argument("--budget", type=float, default=120.0, help="seconds per notebook")
     p.set_defaults(func=cmd_progress)

@@ -3,11 +3,24 @@
 It calls the learner's functions in the notebook's own process (no sandbox: it is their kernel),
 through the same encoding and comparisons as the grader, and prints what passed and what to fix.
 A failed check raises :class:`CheckFailed`, shown by Jupyter as a short message, not a traceback.
+
+It also holds the answer to the grader's rule: the grader runs only the setup cell(s) and the
+answer cells, so in a kernel ``check`` looks at the answer cell's source (the last cell run that
+defines the exercise) and fails, before any test, if it uses a name that neither that cell, the
+setup cells nor the other answer cells define (a helper or import from a demo cell, say): it would
+pass here and score zero in the grader. The setup and answer cells are read from the notebook
+file (found through Jupyter's session, or as ``NN_name.ipynb`` in the working directory); without
+the file this check is skipped.
 """
 from __future__ import annotations
 
+import ast
+import builtins
 import inspect
+import json
+import os
 import zlib
+from pathlib import Path
 
 import torch
 
@@ -43,6 +56,16 @@ def check(exercise: str, namespace: dict | None = None, _depth: int = 1, quiet: 
     """Run the public tests of ``exercise``; print the outcome; raise CheckFailed if any fails."""
     spec = registry.spec_for_exercise(exercise)
     ns = namespace if namespace is not None else _caller_namespace(_depth + 1)
+    if namespace is None:
+        outside = names_from_other_cells(exercise, spec, ns)
+        if outside:
+            listed = ", ".join(f"`{n}`" for n in outside)
+            raise CheckFailed([
+                f"✗ {exercise}: your answer uses {listed}, defined in another cell (not the setup cell, "
+                "not an answer cell).",
+                "  The grader runs only the setup cell and the answer cells, so there "
+                f"{'it does' if len(outside) == 1 else 'they do'} not exist and {exercise} would score zero.",
+                f"  Move the definition (or the import) of {listed} into the answer cell of {exercise}."])
     sub = InProcessSubmission(ns, spec.public_module, spec.library)
     sub.current_exercise = exercise
     tests = tests_of(spec.manifest(), exercise)
@@ -66,3 +89,100 @@ def check(exercise: str, namespace: dict | None = None, _depth: int = 1, quiet: 
 
 def _count_failed(lines: list[str]) -> int:
     return sum(1 for line in lines if line.startswith("["))
+
+
+# ------------------------------------------------------------------------------------------------
+# What an answer may use: the names of the setup cell(s) and of the answer cells
+# ------------------------------------------------------------------------------------------------
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii",
+                  "_ih", "_oh", "_dh", "display"}
+
+
+def _tree(source: str):
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        source = TransformerManager().transform_cell(source)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        return ast.parse(source)
+    except SyntaxError:
+        return None
+
+
+def bound_names(source: str) -> set[str]:
+    """Every name a cell binds anywhere (definitions, assignments, imports, arguments, loop targets)."""
+    tree = _tree(source)
+    names: set[str] = set()
+    if tree is None:
+        return names
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names.update(node.names)
+    return names
+
+
+def used_names(source: str) -> set[str]:
+    tree = _tree(source)
+    return set() if tree is None else {n.id for n in ast.walk(tree)
+                                       if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _defines(source: str, name: str) -> bool:
+    tree = _tree(source)
+    if tree is None:
+        return False
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(n, ast.Name) and n.id == name for t in targets for n in ast.walk(t)):
+                return True
+    return False
+
+
+def _notebook_file(spec, ns: dict) -> Path | None:
+    """The learner's notebook: Jupyter's session path, else NN_name.ipynb (or one saying it is) here."""
+    candidates = [os.environ.get("JPY_SESSION_NAME"), ns.get("__session__"), ns.get("__vsc_ipynb_file__"),
+                  str(Path.cwd() / f"{spec.id}.ipynb")]
+    for c in candidates:
+        if isinstance(c, str) and c.endswith(".ipynb") and Path(c).is_file():
+            return Path(c)
+    for path in sorted(Path.cwd().glob(f"{spec.id}*.ipynb")):
+        return path
+    return None
+
+
+def names_from_other_cells(exercise: str, spec, ns: dict) -> list[str]:
+    """Names the exercise's answer cell uses that only a cell the grader does not run defines."""
+    history = ns.get("In")
+    if not isinstance(history, list):
+        return []
+    answer = next((src for src in reversed(history) if isinstance(src, str) and _defines(src, exercise)), None)
+    path = _notebook_file(spec, ns)
+    if answer is None or path is None:
+        return []
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        exercises = set(spec.exercises)
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    allowed = bound_names(answer) | set(dir(builtins)) | _IPYTHON_NAMES
+    for cell in cells:
+        gid = str(((cell.get("metadata") or {}).get("nbgrader") or {}).get("grade_id") or "")
+        if cell.get("cell_type") == "code" and (gid.startswith("setup") or gid in exercises):
+            source = cell.get("source", "")
+            allowed |= bound_names("".join(source) if isinstance(source, list) else str(source))
+    return sorted(n for n in used_names(answer) - allowed if n in ns and not n.startswith("_i"))

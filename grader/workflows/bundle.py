@@ -24,16 +24,47 @@ from grader.paths import CHECKPOINTS, NOTEBOOKS, ROOT, SOLUTIONS
 from grader.workflows.release import release, solution_notebooks
 
 PACKAGES = ("course", "grader/engine", "grader/public", "grader/workflows")
-FILES = ("grader/__init__.py", "grader/cli.py", "grader/paths.py", "pyproject.toml", "README.md", "LICENSE")
+FILES = ("grader/__init__.py", "grader/cli.py", "grader/paths.py", "pyproject.toml", "LICENSE")
 FORBIDDEN = ("solutions", "grader/tests", "tests")
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### BEGIN HIDDEN TESTS")
 
-README = """# Diffusion & flow models, by doing (student bundle)
+README = """# Diffusion & flow models, by doing: your course notebooks
 
-Install: `pip install .` (Python >= 3.10), then open the notebooks: `jupyter lab notebooks/`.
-In a notebook, `check("exercise_name")` runs the exercise's public checks instantly.
-`course grade notebooks/NN_name.ipynb` grades a notebook in the sandbox with the public tests
-(your instructor's grader adds hidden tests); `course progress` shows every notebook's scores.
+This folder is what your instructor gave you: the course notebooks (without solutions), the
+course library, and the public part of the grader.
+
+## Install (once)
+
+```bash
+python -m venv .venv && . .venv/bin/activate   # Python >= 3.10; Windows: .venv\\Scripts\\activate
+pip install .                                   # the course library, its dependencies and the `course` command
+```
+
+## Work
+
+```bash
+jupyter lab notebooks/
+```
+
+Open `notebooks/01_toy_flows.ipynb`, run the setup cell, and fill in each answer cell (the cells
+that say `raise NotImplementedError()`). Keep everything an answer needs (helper functions too)
+*inside its answer cell*: the grader runs only the setup cell and the answer cells.
+
+- `check("euler_step")`, in the notebook, runs that exercise's public checks at once and tells
+  you what to fix (it also tells you when an answer uses something defined in another cell).
+- `course grade notebooks/01_toy_flows.ipynb` grades a saved notebook in the sandbox, as the
+  grader does, with the public tests (your instructor's grader adds hidden tests, so this score
+  is a preview).
+- `course progress` (from this folder, or `course progress --dir PATH` for your notebooks
+  elsewhere) shows every exercise's current score, notebook by notebook.
+- `course run notebooks/NN_name.ipynb` runs a whole notebook in fast mode (`--full`: full budgets).
+
+The pretrained weights in `checkpoints/` are used by notebooks 07 and 08 when `PRETRAINED = True`
+(found from `notebooks/` or through `COURSE_CHECKPOINTS=/path/to/checkpoints`).
+
+Not in this folder, on purpose: the reference solutions and the hidden tests, and the
+instructor's commands that need them (`course demo`, `course init-class`, `course autograde`).
+Hand in your notebook as your instructor asks (nbgrader's `submit`, Gradescope, or your LMS).
 """
 
 
@@ -64,8 +95,9 @@ def build_bundle(out: Path, force: bool = False, notebooks_dir: Path = NOTEBOOKS
     (out / "checkpoints").mkdir()
     for ckpt in sorted(CHECKPOINTS.glob("*.pt")):
         shutil.copy(ckpt, out / "checkpoints" / ckpt.name)
-    if not (out / "README.md").exists():  # pyproject's readme must exist for `pip install .`
-        (out / "README.md").write_text(README, encoding="utf-8")
+    # the students' README (never the repository's: it names files the bundle does not have);
+    # pyproject's readme must exist for `pip install .`
+    (out / "README.md").write_text(README, encoding="utf-8")
     # the released student notebooks; a solution not released yet is released into the bundle only
     (out / "notebooks").mkdir()
     for nb in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")):
