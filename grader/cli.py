@@ -34,6 +34,9 @@ from grader.workflows.release import release
 def cmd_grade(args) -> int:
     from grader.workflows.answers import grade_with_repair
 
+    from grader.engine.sandbox import limit_own_memory
+
+    limit_own_memory()  # the grading process too (COURSE_GRADER_MEMORY_MB)
     try:
         report = grade_with_repair(args.notebook, exercise=args.exercise, seed=args.seed,
                                    notebook_id=args.notebook_id, budget_s=args.budget)

@@ -103,7 +103,8 @@ def _array_payload(arr: np.ndarray) -> list:
 
 def _decode_array(payload) -> np.ndarray:
     name, shape, data = payload
-    if name not in DTYPES or not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
+    if name not in DTYPES or not isinstance(shape, list) or len(shape) > MAX_DEPTH \
+            or not all(type(s) is int and 0 <= s < 1 << 40 for s in shape) or type(data) is not str:
         raise ValueError("malformed array")
     raw = base64.b64decode(data.encode("ascii"), validate=True)
     dtype = np.dtype(DTYPES[name])

@@ -1,7 +1,9 @@
 """Length-prefixed frames over pipes between the grader and its sandbox worker.
 
 A frame is 8 bytes of big-endian length, then that many bytes of UTF-8 JSON (see codec).
-Frames over ``MAX_FRAME`` are refused, so a flood cannot exhaust the grader's memory.
+Frames over ``limit`` (``MAX_FRAME`` unless the reader says less: the grader reads replies of at
+most a few MB, see ``Limits.reply_mb``) are refused before a byte of them is read, so a flood
+cannot exhaust the grader's memory.
 """
 from __future__ import annotations
 
@@ -51,8 +53,8 @@ def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     return b"".join(chunks)
 
 
-def read_frame(fd: int, deadline: float | None = None) -> bytes:
+def read_frame(fd: int, deadline: float | None = None, limit: int = MAX_FRAME) -> bytes:
     (length,) = struct.unpack(">Q", _read_exact(fd, 8, deadline))
-    if length > MAX_FRAME:
-        raise FrameTooLarge(f"a reply of {length} bytes (the limit is {MAX_FRAME})")
+    if length > limit:
+        raise FrameTooLarge(f"a reply of {length} bytes (the limit is {limit})")
     return _read_exact(fd, length, deadline)

@@ -33,6 +33,8 @@ LIBRARY = {  # the course library's implementation of each exercise (calling it 
     "jacobian_logdet": "course.flows:jacobian_logdet",
     "pushforward_log_prob": "course.flows:pushforward_log_prob",
 }
+# integrate's tests hand these steps (step_method) to the learner's code: they stay in the sandbox
+SANDBOX_GIVEN = {"euler_step", "heun_step", "rk4_step"}
 
 
 # ---------------------------------------------------------------------------------------------

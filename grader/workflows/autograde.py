@@ -152,6 +152,9 @@ def error_report(notebook_id: str, message: str) -> dict:
 def grade_one(notebook: str, out: str, notebook_id: str, hidden: list[str], budget_s: float,
               limits: dict, seed: int | None, isolate: bool) -> None:
     """Grade one notebook (runs in the grading process) and write the report atomically."""
+    from grader.engine.sandbox import limit_own_memory
+
+    limit_own_memory()  # COURSE_GRADER_MEMORY_MB
     t0 = time.monotonic()
     try:
         report = grade_notebook(notebook, seed=seed, notebook_id=notebook_id, limits=Limits(**limits),
