@@ -9,7 +9,9 @@
   instructor (docs/INSTRUCTOR.md):
     course init-class DIR            an nbgrader course directory from solutions/
     course autograde DIR [--assignment A] [--workers N]   grade submitted/ in the sandbox, into the gradebook
-    course bundle OUT                what students receive: notebooks, library, public tests only
+    course bundle OUT [--through NN | --class DIR]   what students receive: notebooks, library,
+                                     public tests only (staged: no reference of NN or later exercises)
+    course publish DIR NN            record in DIR/published.json that notebooks up to NN are released
     course similarity DIR [--assignment A]   near-copies of the reference or of another student
   learner:
     course progress [--dir notebooks]  every notebook's exercises and their current scores
@@ -114,8 +116,31 @@ def cmd_autograde(args) -> int:
 
 
 def cmd_bundle(args) -> int:
-    out = build_bundle(Path(args.out), force=args.force, only=args.only)
-    print(f"student bundle written to {out}")
+    through = args.through
+    try:
+        if args.class_dir:
+            from grader.workflows.bundle import read_published
+
+            through = read_published(Path(args.class_dir))
+        out = build_bundle(Path(args.out), force=args.force, only=args.only, through=through)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"course bundle: {exc}", file=sys.stderr)
+        return 2
+    staged = f" (staged through {through}: no reference of its exercises or later ones)" if through else ""
+    print(f"student bundle written to {out}{staged}")
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from grader.workflows.bundle import publish
+
+    try:
+        nid = publish(Path(args.dir), args.notebook)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"course publish: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.dir}: notebooks up to {nid} released; solutions of the notebooks before it published "
+          f"(`course bundle OUT --class {args.dir}`)")
     return 0
 
 
@@ -199,7 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--only", action="append", help="only this notebook id (repeatable; default all)")
+    staged = p.add_mutually_exclusive_group()
+    staged.add_argument("--through", metavar="NN",
+                        help="staged release: notebooks up to NN; references of the exercises of NN and "
+                             "later notebooks left out of the library")
+    staged.add_argument("--class", dest="class_dir", metavar="DIR",
+                        help="staged release as recorded by `course publish DIR NN`")
     p.set_defaults(func=cmd_bundle)
+
+    p = sub.add_parser("publish", help="record which notebooks a class has released (for `bundle --class`)")
+    p.add_argument("dir", help="the course directory")
+    p.add_argument("notebook", metavar="NN", help="the notebook now released; solutions before it published")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("similarity", help="near-copies among autograded answers (flags only, scores unchanged)")
     p.add_argument("dir", help="the course directory (after `course autograde`)")

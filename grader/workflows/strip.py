@@ -102,6 +102,54 @@ def exercise_targets(through: str | int | None = None, root: Path | None = None,
     return targets
 
 
+def needed_by_library(targets: list[Target], through: str | int, root: Path | None = None) -> list[Target]:
+    """The targets of notebooks *after* ``through`` that the library's earlier building blocks use
+    (e.g. 08's ``timestep_embedding``, called by ``course.nets.TimeMLP`` from notebook 02 on):
+    stubbing them would break earlier notebooks. A use counts when it is made by a definition that
+    stays, in a module holding no exercise of ``through`` or later, and resolves (through the
+    module's own imports) to the target. The graded notebook's own exercises are never listed."""
+    from grader.paths import ROOT
+
+    root = Path(root) if root is not None else ROOT
+    first = notebook_number(through)
+    by_qualname = {t.qualname: t for t in targets}
+    target_modules = {t.module for t in targets}
+    needed: dict[str, Target] = {}
+    for path in sorted((root / "course").rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if module in target_modules:
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except SyntaxError:
+            continue
+        aliases: dict[str, str] = {}  # local name -> "module:name" or "module" (a module alias)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                for a in node.names:
+                    aliases[a.asname or a.name] = f"{node.module}:{a.name}"
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        for node in ast.walk(tree):
+            q = None
+            if isinstance(node, ast.Name) and node.id in aliases and ":" in aliases[node.id]:
+                q = aliases[node.id]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                    and node.value.id in aliases and ":" not in aliases[node.value.id]:
+                q = f"{aliases[node.value.id]}:{node.attr}"
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                for a in node.names:
+                    t = by_qualname.get(f"{node.module}:{a.name}")
+                    if t is not None and notebook_number(t.notebook) > first:
+                        needed[t.qualname] = t
+            t = by_qualname.get(q) if q else None
+            if t is not None and notebook_number(t.notebook) > first:
+                needed[t.qualname] = t
+    return list(needed.values())
+
+
 def exercise_qualnames(through: str | int | None = None, root: Path | None = None) -> list[str]:
     """``["course.ddpm:q_sample", ...]``: what :func:`strip_library` takes for a ``--through`` bundle."""
     return [t.qualname for t in exercise_targets(through, root)]
@@ -401,5 +449,6 @@ def copy_and_strip(src_root: Path, dst_root: Path, targets: list[Target], packag
 
 
 __all__ = ["Target", "copy_and_strip", "exercise_qualnames", "exercise_targets", "find_fingerprints",
+           "needed_by_library",
            "fingerprint", "normalised_dump", "notebook_number", "reference_fingerprints", "strip_library",
            "strip_source"]
