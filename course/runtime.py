@@ -19,6 +19,18 @@ def apply_thread_setting() -> None:
 apply_thread_setting()
 
 
+def small_model_threads() -> int:
+    """Use one CPU thread for torch, unless ``COURSE_THREADS`` asks for another number; return the count.
+
+    The notebooks' networks are small (2D MLPs, 8x8 and 16x16 images): splitting each tiny matrix
+    product over several threads costs more in synchronisation than it gains, and on a 2-core laptop
+    that also runs Jupyter it oversubscribes the CPU (notebook 08 ran 5-10x slower with the default).
+    """
+    threads = os.environ.get("COURSE_THREADS")
+    torch.set_num_threads(int(threads) if threads and threads.isdigit() and int(threads) > 0 else 1)
+    return torch.get_num_threads()
+
+
 def device() -> torch.device:
     """CUDA if available, then Apple's MPS, then the CPU: one notebook runs unchanged on each."""
     if torch.cuda.is_available():
