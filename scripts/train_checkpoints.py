@@ -14,6 +14,9 @@
   ``11_dit.pt``, ``11_dit_adaln.pt``, ``11_dit_in_context.pt``, ``11_unet.pt``, ``11_text_dit.pt``: notebook
   11's class-conditional DiT, its adaLN and in-context variants, the UNet trained for the DiT's
   time, and the text-to-image DiT (``--only 11_transformers_text``, about 6 minutes on 2 cores).
+  ``12_control_adapter.pt``, ``12_editor.pt``: notebook 12's ControlNet adapter on 08's frozen latent
+  flow (with that base inside) and its in-context editor ("make it thicker"), ``--only 12_control_editing``
+  (it starts from the 07 and 08 checkpoints, which it loads whenever they exist).
   Notebooks load these files only when asked (``PRETRAINED = True`` or ``COURSE_PRETRAINED=1``).
 
 Results on another machine or torch version differ in the last digits, not in quality; the
@@ -36,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from course.judge import CHECKPOINT_NAME, train_judge  # noqa: E402
 from course.pretrained import CHECKPOINT_DIR, save  # noqa: E402
 
-NOTEBOOKS = ["07_guidance", "08_latent_unet", "11_transformers_text"]
+NOTEBOOKS = ["07_guidance", "08_latent_unet", "11_transformers_text", "12_control_editing"]
 
 
 def make_judge() -> None:
