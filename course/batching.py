@@ -8,8 +8,12 @@ from __future__ import annotations
 import torch
 
 
-def append_dims(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A per-sample value v (B,) reshaped to (B, 1, ..., 1) so that it broadcasts against x (B, ...)."""
+def append_dims(v, x: torch.Tensor) -> torch.Tensor:
+    """A per-sample value v (B,) reshaped to (B, 1, ..., 1) so that it broadcasts against x (B, ...).
+
+    A 0-dim tensor becomes (1, ..., 1); a Python number becomes a tensor of x's dtype and device."""
+    if not isinstance(v, torch.Tensor):
+        v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
     return v.reshape(-1, *([1] * (x.dim() - 1)))
 
 

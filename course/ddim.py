@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from course.batching import append_dims, randn_like, time_batch
 from course.ddpm import predict_x0
 
 
@@ -63,7 +64,7 @@ def ddim_step(eps: torch.Tensor, xt: torch.Tensor, t: int, t_prev: int, alpha_ba
     ab_t, ab_prev = alpha_bar_at(alpha_bar, t), alpha_bar_at(alpha_bar, t_prev)
     sigma = ddim_sigma(t, t_prev, alpha_bar, eta)
     if t >= 0:
-        t_batch = torch.full((xt.shape[0],), int(t), dtype=torch.long, device=xt.device)  # (B,)
+        t_batch = time_batch(int(t), xt, torch.long)  # (B,)
         x0 = predict_x0(xt, t_batch, eps, alpha_bar)
     else:  # alpha_bar = 1: x_t is already clean
         x0 = xt
@@ -81,13 +82,13 @@ def ddim_walk(model, x: torch.Tensor, path: list[int], alpha_bar: torch.Tensor, 
     The model is evaluated at the current point with the label of the noisier end of the step,
     max(t_from, t_to): the current step when sampling (descending), the target step when
     inverting (ascending; the model cannot be asked about t = -1). One z is drawn per step from
-    ``generator`` (CPU) when eta > 0.
+    ``generator`` (on the generator's own device, then moved to x's) when eta > 0.
     """
     with torch.no_grad():
         for t_from, t_to in zip(path[:-1], path[1:]):
-            t_model = torch.full((x.shape[0],), max(t_from, t_to), dtype=torch.long, device=x.device)  # (B,)
+            t_model = time_batch(max(t_from, t_to), x, torch.long)  # (B,)
             eps = model(x, t_model)
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) if eta > 0 else None
+            z = randn_like(x, generator) if eta > 0 else None
             x = ddim_step(eps, x, t_from, t_to, alpha_bar, eta, z)
     return x
 
@@ -119,8 +120,7 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
     safe = sin_theta > 1e-6
     w0 = torch.where(safe, torch.sin((1 - alpha) * theta) / sin_theta.where(safe, 1.0), 1 - alpha * torch.ones_like(theta))
     w1 = torch.where(safe, torch.sin(alpha * theta) / sin_theta.where(safe, 1.0), alpha * torch.ones_like(theta))
-    shape = (-1,) + (1,) * (z0.dim() - 1)  # (N, 1, ...) to broadcast over each row
-    return w0.reshape(shape) * z0 + w1.reshape(shape) * z1
+    return append_dims(w0, z0) * z0 + append_dims(w1, z0) * z1  # weights (N, 1, ...) over each row
 
 
 def gaussian_ddim_moments(m: torch.Tensor, C: torch.Tensor, timesteps, alpha_bar: torch.Tensor, eta: float,

@@ -14,19 +14,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from course.batching import append_dims, randn_like, time_batch
 from course.schedules import alpha_bar_prev, posterior_variance
 
 
-def gather(schedule: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
-    """schedule[t] reshaped to (B, 1, ..., 1) with ``ndim`` dimensions, to broadcast against x."""
-    values = schedule.to(t.device)[t]  # (B,)
-    return values.reshape(-1, *([1] * (ndim - 1)))  # (B, 1, ..., 1)
+def gather(schedule: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The schedule entry of each sample's step, schedule[t] (B,), broadcast against x: (B, 1, ..., 1)."""
+    return append_dims(schedule.to(t.device)[t], x)
 
 
 def q_sample(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
     """Sample q(x_t | x0) by reparameterisation (Ho et al. 2020, eq. 4):
     x_t = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) eps."""
-    ab = gather(alpha_bar, t, x0.ndim)
+    ab = gather(alpha_bar, t, x0)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
 
@@ -38,9 +38,9 @@ def q_posterior(x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, betas: torc
     variance = beta_tilde[t] = (1 - alpha_bar[t-1]) / (1 - alpha_bar[t]) beta_t.
     Returns (mean with x0's shape, variance of shape (B,)).
     """
-    ab = gather(alpha_bar, t, x0.ndim)
-    ab_prev = gather(alpha_bar_prev(alpha_bar), t, x0.ndim)
-    beta = gather(betas, t, x0.ndim)
+    ab = gather(alpha_bar, t, x0)
+    ab_prev = gather(alpha_bar_prev(alpha_bar), t, x0)
+    beta = gather(betas, t, x0)
     coef_x0 = ab_prev.sqrt() * beta / (1 - ab)
     coef_xt = (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
     mean = coef_x0 * x0 + coef_xt * xt
@@ -51,7 +51,7 @@ def q_posterior(x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, betas: torc
 def predict_x0(xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
     """Invert q_sample for x0 given the noise (Ho et al. 2020, eq. 4 solved for x0):
     x0 = (x_t - sqrt(1 - alpha_bar[t]) eps) / sqrt(alpha_bar[t])."""
-    ab = gather(alpha_bar, t, xt.ndim)
+    ab = gather(alpha_bar, t, xt)
     return (xt - (1 - ab).sqrt() * eps) / ab.sqrt()
 
 
@@ -66,8 +66,8 @@ def p_mean_from_eps(xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, betas:
                     alpha_bar: torch.Tensor) -> torch.Tensor:
     """Mean of p(x_{t-1} | x_t) from predicted noise (Ho et al. 2020, eq. 11):
     mu = (x_t - beta_t / sqrt(1 - alpha_bar[t]) eps) / sqrt(alpha_t)."""
-    ab = gather(alpha_bar, t, xt.ndim)
-    beta = gather(betas, t, xt.ndim)
+    ab = gather(alpha_bar, t, xt)
+    beta = gather(betas, t, xt)
     return (xt - beta / (1 - ab).sqrt() * eps) / (1 - beta).sqrt()
 
 
@@ -87,8 +87,8 @@ def p_sample_step(model, xt: torch.Tensor, t: torch.Tensor, z: torch.Tensor, bet
     x_{t-1} = mu_theta(x_t, t) + sigma_t z, with no noise where t == 0."""
     eps = model(xt, t)
     mean = p_mean_from_eps(xt, t, eps, betas, alpha_bar)
-    sigma = p_variance(t, betas, alpha_bar, variance).sqrt().reshape(-1, *([1] * (xt.ndim - 1)))  # (B, 1, ...)
-    nonzero = (t > 0).to(xt.dtype).reshape(-1, *([1] * (xt.ndim - 1)))  # (B, 1, ...)
+    sigma = append_dims(p_variance(t, betas, alpha_bar, variance).sqrt(), xt)  # (B, 1, ...)
+    nonzero = append_dims((t > 0).to(xt.dtype), xt)  # (B, 1, ...)
     return mean + nonzero * sigma * z
 
 
@@ -97,15 +97,14 @@ def ddpm_sample(model, x_T: torch.Tensor, betas: torch.Tensor, alpha_bar: torch.
                 generator: torch.Generator | None = None, variance: str = "beta") -> torch.Tensor:
     """Ancestral sampling from x_T through t = T-1, ..., 0 (Ho et al. 2020, Algorithm 2); returns x_0's sample.
 
-    The noise z of each step is drawn with ``generator`` on the generator's device (CPU by
-    default) and moved to x_T's device, so a seed gives the same samples on every device.
+    The noise z of each step is drawn with ``generator`` on the generator's device and moved to
+    x_T's device (``course.batching.randn_like``), so a seed gives the same samples on every device.
     """
     x = x_T
     T = betas.shape[0]
-    gen_device = generator.device if generator is not None else torch.device("cpu")
     for step in range(T - 1, -1, -1):
-        t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)  # (B,)
-        z = torch.randn(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
+        t = time_batch(step, x, torch.long)  # (B,)
+        z = randn_like(x, generator)
         x = p_sample_step(model, x, t, z, betas, alpha_bar, variance)
     return x
 
@@ -119,6 +118,6 @@ def learned_log_variance(v: torch.Tensor, t: torch.Tensor, betas: torch.Tensor, 
     """
     beta_tilde = posterior_variance(betas, alpha_bar)
     beta_tilde_clipped = torch.cat([beta_tilde[1:2], beta_tilde[1:]])  # (T,)
-    log_beta = gather(betas.log(), t, v.ndim)
-    log_beta_tilde = gather(beta_tilde_clipped.log(), t, v.ndim)
+    log_beta = gather(betas.log(), t, v)
+    log_beta_tilde = gather(beta_tilde_clipped.log(), t, v)
     return v * log_beta + (1 - v) * log_beta_tilde

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
+from course.batching import time_batch
 from course.ddim import ddim_sample
 from course.gmm import GaussianMixture, noised_gmm_log_prob_and_score
+from course.oracles import score_to_eps_vp
 
 
 def drop_labels(y: torch.Tensor, p_uncond: float, null_label: int,
@@ -137,11 +139,10 @@ class ClassConditionalMixture:
         """
 
         def model(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-            t = torch.as_tensor(t).reshape(-1).expand(x.shape[0])
-            ab = alpha_bar[t].to(x.dtype)  # (B,)
-            std = (1 - ab).sqrt()
-            _, score = self.noised_log_prob_and_score(x, ab.sqrt(), std, y)
-            return -std[:, None] * score
+            t = time_batch(t, x, torch.long)  # (B,)
+            ab = alpha_bar.to(x.device)[t].to(x.dtype)  # (B,)
+            _, score = self.noised_log_prob_and_score(x, ab.sqrt(), (1 - ab).sqrt(), y)
+            return score_to_eps_vp(score, ab)
 
         model.n_classes = self.n_classes  # as TimeMLP: the null label is n_classes
         return model

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import torch
 
+from course.batching import append_dims
 from course.gmm import noised_gmm_log_prob_and_score
 from course.schedules import alphas_from_betas
+from course.score import score_to_eps
 
 
-def score_to_eps(score: torch.Tensor, alpha_bar_t: torch.Tensor) -> torch.Tensor:
-    """eps = -sqrt(1 - alpha_bar_t) score; alpha_bar_t of shape (B,), score (B, ...)."""
-    std = (1 - alpha_bar_t).sqrt().reshape(-1, *([1] * (score.ndim - 1)))  # (B, 1, ...)
-    return -std * score
+def score_to_eps_vp(score: torch.Tensor, alpha_bar_t: torch.Tensor) -> torch.Tensor:
+    """eps = -sqrt(1 - alpha_bar_t) score on the discrete VP schedule; alpha_bar_t (B,), score (B, ...).
+
+    ``course.score.score_to_eps`` with std = sqrt(1 - alpha_bar_t)."""
+    return score_to_eps(score, (1 - alpha_bar_t).sqrt())
 
 
 def gaussian_eps(x: torch.Tensor, t: torch.Tensor, m: torch.Tensor, C: torch.Tensor,
@@ -34,7 +37,7 @@ def gaussian_eps(x: torch.Tensor, t: torch.Tensor, m: torch.Tensor, C: torch.Ten
     """
     lam, Q = torch.linalg.eigh(C.double())
     lam, Q = lam.to(x), Q.to(x)  # (d,), (d, d)
-    ab = alpha_bar.to(x.device, x.dtype)[t][:, None]  # (B, 1)
+    ab = append_dims(alpha_bar.to(x.device, x.dtype)[t], x)  # (B, 1)
     diff = x - ab.sqrt() * m.to(x)  # (B, d)
     solved = ((diff @ Q) / (ab * lam + 1 - ab)) @ Q.T  # (B, d)
     return (1 - ab).sqrt() * solved
@@ -48,7 +51,7 @@ def gmm_eps(x: torch.Tensor, t: torch.Tensor, means: torch.Tensor, stds: torch.T
     """
     ab = alpha_bar.to(x.device, x.dtype)[t]  # (B,)
     _, score = noised_gmm_log_prob_and_score(x, ab.sqrt(), (1 - ab).sqrt(), means.to(x), stds.to(x), weights.to(x))
-    return score_to_eps(score, ab)
+    return score_to_eps_vp(score, ab)
 
 
 def gaussian_eps_model(m, C, alpha_bar):

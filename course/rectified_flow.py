@@ -18,10 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def append_dims(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Times (B,) -> (B, 1, ..., 1) so they broadcast against ``like`` (B, ...)."""
-    return t.reshape(-1, *([1] * (like.dim() - 1)))
+from course.batching import append_dims, time_batch  # noqa: F401  (append_dims re-exported for notebook 06)
 
 
 def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -53,7 +50,7 @@ def euler_path(v_model, x0: torch.Tensor, n_steps: int):
     times = torch.arange(n_steps, dtype=x0.dtype, device=x0.device) * dt  # (n_steps,)
     x, path, velocities = x0, [x0], []
     for t in times:
-        v = v_model(x, t.expand(x.shape[0]))
+        v = v_model(x, time_batch(t, x))
         x = x + dt * v
         path.append(x)
         velocities.append(v)

@@ -16,13 +16,8 @@ import math
 import torch
 from torch import nn
 
+from course.batching import append_dims, randn_like, time_batch
 from course.gmm import noised_gmm_log_prob_and_score
-
-
-def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A per-sample value (B,) or a scalar, reshaped to broadcast against x (B, ...)."""
-    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
-    return v.reshape(-1, *([1] * (x.dim() - 1))) if v.dim() else v
 
 
 def dsm_loss(score_model, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -32,8 +27,9 @@ def dsm_loss(score_model, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Te
 
     since the target score of the perturbation kernel is -noise / sigma. A scalar.
     """
-    xt = x0 + _per_sample(sigma, x0) * noise
-    return ((_per_sample(sigma, x0) * score_model(xt, sigma) + noise) ** 2).mean()
+    sigma_b = append_dims(sigma, x0)  # (B, 1, ...)
+    xt = x0 + sigma_b * noise
+    return ((sigma_b * score_model(xt, sigma) + noise) ** 2).mean()
 
 
 def langevin_step(score_fn, x: torch.Tensor, step_size, z: torch.Tensor) -> torch.Tensor:
@@ -47,7 +43,7 @@ def langevin_sample(score_fn, x: torch.Tensor, step_size: float, n_steps: int,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Run ``n_steps`` Langevin steps with a fixed step size from x; return the end points."""
     for _ in range(n_steps):
-        x = langevin_step(score_fn, x, step_size, torch.randn(x.shape, generator=generator).to(x))
+        x = langevin_step(score_fn, x, step_size, randn_like(x, generator))
     return x
 
 
@@ -63,25 +59,28 @@ def annealed_langevin(score_fn, x: torch.Tensor, sigmas: torch.Tensor, n_steps_e
     the data perturbed at sigma_i; ``score_fn(x, sigma)`` takes sigma of shape (B,)."""
     for sigma in sigmas:
         step_size = step_lr * (sigma / sigmas[-1]) ** 2
-        sigma_b = sigma.expand(x.shape[0]).to(x)
+        sigma_b = time_batch(sigma, x)  # (B,)
         x = langevin_sample(lambda y: score_fn(y, sigma_b), x, float(step_size), n_steps_each, generator)
     return x
 
 
 def eps_to_score(eps: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """score = -eps / std for x_t = mean_coef x0 + std eps; ``std`` a scalar or (B,)."""
-    return -eps / _per_sample(std, eps)
+    return -eps / append_dims(std, eps)
 
 
 def score_to_eps(score: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """eps = -std score, the inverse of :func:`eps_to_score`."""
-    return -_per_sample(std, score) * score
+    """eps = -std score, the inverse of :func:`eps_to_score` (std a scalar or (B,)).
+
+    For the discrete DDPM schedule, where std = sqrt(1 - alpha_bar[t]), see
+    ``course.oracles.score_to_eps_vp``."""
+    return -append_dims(std, score) * score
 
 
 def perturbed_gmm_score_fn(means, stds, weights):
     """score_fn(x, sigma): the exact score of a mixture perturbed by N(0, sigma^2 I), sigma (B,)."""
     def score_fn(x, sigma):
-        sigma = torch.as_tensor(sigma, dtype=x.dtype).expand(x.shape[0])
+        sigma = time_batch(sigma, x)  # (B,)
         return noised_gmm_log_prob_and_score(x, torch.ones_like(sigma), sigma, means, stds, weights)[1]
     return score_fn
 
@@ -98,6 +97,6 @@ class NoiseConditionalScore(nn.Module):
         self.log_min, self.log_max = math.log(sigma_min), math.log(sigma_max)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        sigma = time_batch(sigma, x)  # (B,)
         c = (torch.log(sigma) - self.log_min) / (self.log_max - self.log_min)  # (B,) in [0, 1]
-        return self.net(x, c) / sigma[:, None]
+        return self.net(x, c) / append_dims(sigma, x)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from course.rectified_flow import append_dims
+from course.batching import append_dims
 
 
 # -- time conventions ------------------------------------------------------------------------
@@ -62,7 +62,7 @@ def gmm_marginal_velocity(x: torch.Tensor, t: torch.Tensor, means: torch.Tensor,
     E[x1 - x0 | x_t, k] = mu_k + (t s_k^2 - (1 - t)) / c_k (x_t - t mu_k). Averaged with the
     posterior responsibilities r_k(x_t). Finite on all of [0, 1] (unlike the score form at t = 0).
     """
-    t_col = t.reshape(-1, 1).to(x.dtype)  # (B, 1)
+    t_col = append_dims(t, x).to(x.dtype)  # (B, 1)
     var_t = t_col ** 2 * stds[None] ** 2 + (1 - t_col) ** 2  # (B, K)
     gain = (t_col * stds[None] ** 2 - (1 - t_col)) / var_t  # (B, K)
     diff = x[:, None, :] - t_col[:, :, None] * means[None]  # (B, K, d)
