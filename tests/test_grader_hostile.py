@@ -193,3 +193,84 @@ def test_others_still_graded_after_crashes(report_b):
     """After hangs and crashes, are the remaining exercises still graded in full?"""
     assert_full(report_b, "jacobian_logdet")
     assert_full(report_b, "pushforward_log_prob")
+
+
+# -- the sandbox-side helpers of the public modules are bound before any learner code runs --------
+SOLUTION_08 = SOLUTIONS / "08_latent_unet.ipynb"
+
+# An empty ResBlock, and every probe of notebook 08's public module redirected to a correct block
+# hidden under another name: were the probes looked up on the (learner-modifiable) module at call
+# time, the empty block would be graded as the good one.
+REDIRECTED_PROBES = {"ResBlock": """import torch
+import torch.nn.functional as F
+from torch import nn
+import grader.public.nb08_latent_unet as public
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_ch, out_ch, emb_dim):
+        super().__init__()
+
+    def forward(self, x, emb):
+        return x
+
+
+class _Hidden(nn.Module):
+    def __init__(self, in_ch, out_ch, emb_dim):
+        super().__init__()
+        self.norm1, self.norm2 = nn.GroupNorm(1, in_ch), nn.GroupNorm(1, out_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, out_ch)
+        self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
+
+    def forward(self, x, emb):
+        h = self.conv1(F.silu(self.norm1(x))) + self.emb(F.silu(emb))[:, :, None, None]
+        return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+
+
+def _redirect(original):
+    def probe(ns, *args, **kwargs):
+        return original({**ns, "ResBlock": _Hidden}, *args, **kwargs)
+    return probe
+
+
+for _name in dir(public):
+    if _name.startswith("probe_"):
+        setattr(public, _name, _redirect(getattr(public, _name)))
+"""}
+
+# A wrong euler_step (twice the step), and every field factory of notebook 01 replaced by one that
+# returns half the field: were factories looked up on the module at call time, the two would cancel.
+HALVED_FACTORIES = {"euler_step": """import grader.public.nb01_toy_flows as public
+
+
+def _halve(factory):
+    def make(*args, **kwargs):
+        f = factory(*args, **kwargs)
+        return lambda x, t: 0.5 * f(x, t)
+    return make
+
+
+for _name in ("rotation", "decay_field", "tanh_field", "linear_field", "linear_in_time"):
+    if hasattr(public, _name):
+        setattr(public, _name, _halve(getattr(public, _name)))
+
+
+def euler_step(f, x, t, dt):
+    return x + 2 * dt * f(x, t)
+"""}
+
+
+def test_replacing_the_probes_of_the_public_module_changes_nothing():
+    """An empty ResBlock next to probes redirected to a good block: does it still score zero?"""
+    report = grade_with(SOLUTION_08, REDIRECTED_PROBES, limits=Limits(call_timeout=60, cell_timeout=60))
+    assert report["exercises"]["ResBlock"]["score"] == 0, feedback_text(report, "ResBlock")
+    assert_full(report, "Attention2d")
+
+
+def test_replacing_the_factories_of_the_public_module_changes_nothing():
+    """A wrong euler_step next to factories that undo its mistake: does it still score zero?"""
+    report = grade_with(SOLUTION, HALVED_FACTORIES, limits=LIMITS)
+    assert report["exercises"]["euler_step"]["score"] == 0, feedback_text(report, "euler_step")
+    assert_full(report, "heun_step")

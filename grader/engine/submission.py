@@ -12,7 +12,6 @@ went wrong in the learner's code.
 """
 from __future__ import annotations
 
-import importlib
 import time
 from dataclasses import dataclass
 
@@ -183,10 +182,8 @@ class InProcessSubmission(Submission):
         self.namespace = namespace
         self.module_name = module_name
         self.library = library or {}
-        self._worker = Worker.__new__(Worker)
-        self._worker.codec = codec
-        self._worker.module = importlib.import_module(module_name)
-        self._worker.shell = _NamespaceShell(namespace)
+        self._worker = Worker()
+        self._worker.bind(module_name, _NamespaceShell(namespace))
 
     def _run(self, op, name, args, kwargs, timeout, what):
         request = {"op": op, "name": name, "args": codec.encode(list(args)),

@@ -8,6 +8,10 @@ codec); the grader decides what is right. Requests:
 - ``{"op": "run_cell", "id": ..., "source": ...}``: execute one cell in an IPython shell.
 - ``{"op": "call", "name": ..., "args": ..., "kwargs": ..., "forbid": [...]}``: call a learner function.
 - ``{"op": "probe", "name": ..., ...}``: call ``M.<name>(namespace, *args, **kwargs)``.
+
+Factories and probes are taken from a snapshot of M made at "hello", before any learner code runs
+(:func:`bind_public_module`): replacing M's attributes later, or the code of its functions, changes
+nothing the grader asked for.
 """
 from __future__ import annotations
 
@@ -18,8 +22,36 @@ import json
 import os
 import sys
 import traceback
+import types
 
 MAX_TRACEBACK = 4000
+
+
+def bind_public_module(module) -> dict:
+    """A private copy of the public module's callables, immune to later changes of the module.
+
+    Every plain function is re-created from its code object (so swapping a function's
+    ``__code__`` later changes nothing); those defined in the module get a copy of the module's
+    globals in which every such function is the re-created one, so a probe's helpers (``_jiggle``,
+    a factory it calls) are the snapshot's too. Other callables (classes, builtins) are kept as
+    the objects they were. Made before any learner code runs."""
+    if module is None:
+        return {}
+    namespace = dict(vars(module))
+    bound = {}
+    for name, value in namespace.items():
+        if isinstance(value, types.FunctionType):
+            own = value.__module__ == module.__name__
+            copy = types.FunctionType(value.__code__, namespace if own else value.__globals__, value.__name__,
+                                      value.__defaults__, value.__closure__)
+            copy.__kwdefaults__ = dict(value.__kwdefaults__) if value.__kwdefaults__ else None
+            copy.__dict__.update(value.__dict__)
+            copy.__qualname__ = value.__qualname__
+            bound[name] = copy
+        elif callable(value):
+            bound[name] = value
+    namespace.update(bound)
+    return bound
 
 
 def _format_exception(exc: BaseException) -> str:
@@ -32,13 +64,26 @@ def _format_exception(exc: BaseException) -> str:
 
 
 class Worker:
-    def __init__(self, req_fd: int, resp_fd: int):
+    """Answers requests; ``req_fd``/``resp_fd`` are only needed to :meth:`serve` (a sandbox)."""
+
+    def __init__(self, req_fd: int | None = None, resp_fd: int | None = None):
         from grader.engine import codec, protocol
 
         self.codec, self.protocol = codec, protocol
         self.req_fd, self.resp_fd = req_fd, resp_fd
-        self.module = None
+        self.public: dict = {}  # the public module's callables, bound at hello (see bind_public_module)
         self.shell = None
+
+    def bind(self, module_name: str | None, shell) -> None:
+        """Import the notebook's public module and snapshot its callables; ``shell`` holds ``user_ns``."""
+        module = importlib.import_module(module_name) if module_name else None
+        self.public = bind_public_module(module)
+        self.shell = shell
+
+    def _public(self, name: str):
+        if name not in self.public:
+            raise NameError(f"the notebook's public module has no factory or probe {name!r}")
+        return self.public[name]
 
     # -- plumbing ------------------------------------------------------------------------------
     def reply(self, message: dict) -> None:
@@ -64,9 +109,9 @@ class Worker:
         from IPython.core.interactiveshell import InteractiveShell
 
         torch.set_num_threads(1)
-        self.shell = InteractiveShell.instance(history_length=0, colors="NoColor")
-        self.shell.history_manager.enabled = False
-        self.module = importlib.import_module(request["module"]) if request.get("module") else None
+        shell = InteractiveShell.instance(history_length=0, colors="NoColor")
+        shell.history_manager.enabled = False
+        self.bind(request.get("module"), shell)
         return {"ok": True, "pid": os.getpid(), "uid": os.getuid(),
                 "sandbox": os.environ.pop("COURSE_SANDBOX_ISOLATION", "limits")}  # set by the supervisor
 
@@ -85,7 +130,7 @@ class Worker:
                 raise NameError(f"name {payload!r} is not defined")
             return self.shell.user_ns[payload]
         factory, args, kwargs = payload
-        return getattr(self.module, factory)(*args, **kwargs)
+        return self._public(factory)(*args, **kwargs)
 
     @staticmethod
     def _forbidden_functions(specs) -> list:
@@ -162,7 +207,10 @@ class Worker:
         return self._invoke(request, self.shell.user_ns[name])
 
     def op_probe(self, request: dict) -> dict:
-        probe = getattr(self.module, request["name"])
+        try:
+            probe = self._public(request["name"])
+        except NameError as exc:
+            return {"ok": False, "kind": "internal", "message": str(exc)}
         return self._invoke(request, lambda *a, **k: probe(self.shell.user_ns, *a, **k))
 
 

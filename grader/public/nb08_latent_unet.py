@@ -2,9 +2,10 @@
 
 The learner's ``ResBlock``, ``Attention2d`` and ``UNet`` are classes with their own random weights,
 so they cannot be compared number by number with the reference. Probes build them inside the
-sandbox and return plain measurements of their *behaviour* (shapes, whether the time or the label
-changes the output, whether pixels far apart interact, the rank of the input-output Jacobian,
-losses along a few optimiser steps); the tests judge those numbers in the grader's process.
+sandbox, call them on inputs the grader chose and return the raw outputs (outputs for two
+embeddings, times or labels, for permuted pixels and a changed batch neighbour, with every weight
+zero; the input-output Jacobian; losses along a few optimiser steps). Every statistic and verdict
+(relative changes, leaks, the Jacobian's rank) is computed by the tests, in the grader's process.
 """
 from __future__ import annotations
 
@@ -83,10 +84,11 @@ def _adam_losses(module: torch.nn.Module, loss_fn, steps: int, lr: float) -> lis
 # ---------------------------------------------------------------------------------------------
 # Probes: probe_x(ns, ...) builds the learner's classes from namespace ``ns``, returns plain data
 # ---------------------------------------------------------------------------------------------
-def _shape_or_error(build_and_run):
-    """The output's shape as a list, or the error it raised as text (so the test can add a hint)."""
+def _output_or_error(build_and_run):
+    """The output (detached), or the error it raised as text (so the test can add a hint)."""
     try:
-        return list(build_and_run().shape)
+        out = build_and_run()
+        return out.detach() if isinstance(out, torch.Tensor) else out
     except NotImplementedError:
         raise
     except Exception as exc:  # noqa: BLE001 - a wrong architecture raises; report it as data
@@ -94,56 +96,54 @@ def _shape_or_error(build_and_run):
 
 
 def probe_resblock_shapes(ns, configs, seed: int = 0):
-    """Output shapes of ResBlock(in_ch, out_ch, emb_dim)(x, emb) for (in_ch, out_ch, emb_dim, B, H, W)."""
+    """Outputs of ResBlock(in_ch, out_ch, emb_dim)(x, emb) for (in_ch, out_ch, emb_dim, B, H, W)."""
     torch.manual_seed(seed)
     shapes = []
     for in_ch, out_ch, emb_dim, B, H, W in configs:
-        shapes.append(_shape_or_error(lambda: ns["ResBlock"](in_ch, out_ch, emb_dim)(
+        shapes.append(_output_or_error(lambda: ns["ResBlock"](in_ch, out_ch, emb_dim)(
             torch.randn(B, in_ch, H, W), torch.randn(B, emb_dim))))
     return shapes
 
 
 def probe_resblock_behaviour(ns, ch: int, emb_dim: int, seed: int = 0):
-    """How much two embeddings change the output; the output with every weight zero (and its input)."""
+    """The outputs for two embeddings, and with every weight zero (and the input x)."""
     torch.manual_seed(seed)
     block = _jiggle(ns["ResBlock"](ch, ch, emb_dim))
     x = torch.randn(3, ch, 6, 6)
     emb_a, emb_b = torch.randn(3, emb_dim), torch.randn(3, emb_dim)
     with torch.no_grad():
         out_a, out_b = block(x, emb_a), block(x, emb_b)
-        emb_change = float((out_a - out_b).abs().mean() / out_a.abs().mean().clamp(min=1e-12))
         zeroed = _zero(block)(x, emb_a)
-    return {"emb_change": emb_change, "x": x, "zeroed": zeroed.detach()}
+    return {"out_a": out_a.detach(), "out_b": out_b.detach(), "x": x, "zeroed": zeroed.detach()}
 
 
 def probe_attention_shapes(ns, configs, seed: int = 0):
-    """Output shapes of Attention2d(ch, heads)(x) for (ch, heads, B, H, W)."""
+    """Outputs of Attention2d(ch, heads)(x) for (ch, heads, B, H, W)."""
     torch.manual_seed(seed)
     shapes = []
     for ch, heads, B, H, W in configs:
-        shapes.append(_shape_or_error(lambda: ns["Attention2d"](ch, heads=heads)(torch.randn(B, ch, H, W))))
+        shapes.append(_output_or_error(lambda: ns["Attention2d"](ch, heads=heads)(torch.randn(B, ch, H, W))))
     return shapes
 
 
 def probe_attention_behaviour(ns, ch: int, heads: int, seed: int = 0):
-    """Permutation equivariance over pixels, batch independence, the output with every weight zero."""
+    """The outputs for x, for x with image 1 replaced, for x with its pixels permuted by ``perm``,
+    and with every weight zero (and x and perm). The tests judge permutation equivariance over
+    pixels and batch independence from them."""
     torch.manual_seed(seed)
     attn = _jiggle(ns["Attention2d"](ch, heads=heads), 0.3)
     B, H, W = 2, 6, 6
     x = torch.randn(B, ch, H, W)
+    x_other = x.clone()
+    x_other[1] = torch.randn(ch, H, W)
+    perm = torch.randperm(H * W)
     with torch.no_grad():
         out = attn(x)
-        x_other = x.clone()
-        x_other[1] = torch.randn(ch, H, W)
-        batch_leak = float((attn(x_other)[0] - out[0]).abs().max())
-    perm = torch.randperm(H * W)
-    with torch.no_grad():  # self-attention treats the pixels as a set: permuting them permutes the output
+        out_other = attn(x_other)
         out_of_permuted = attn(x.flatten(2)[:, :, perm].reshape(B, ch, H, W))
-        permuted_out = out.flatten(2)[:, :, perm].reshape(B, ch, H, W)
-    with torch.no_grad():
         zeroed = _zero(attn)(x)
-    return {"out_of_permuted": out_of_permuted, "permuted_out": permuted_out, "batch_leak": batch_leak,
-            "x": x, "zeroed": zeroed}
+    return {"x": x, "out": out.detach(), "out_other": out_other.detach(), "perm": perm,
+            "out_of_permuted": out_of_permuted.detach(), "zeroed": zeroed.detach()}
 
 
 def _unet_inputs(in_ch, n_classes, B, H):
@@ -154,44 +154,39 @@ def _unet_inputs(in_ch, n_classes, B, H):
 
 
 def probe_unet_shapes(ns, configs, seed: int = 0):
-    """Output shapes of UNet(in_ch, base_ch, ch_mult, emb_dim, n_classes)(x, t, y) for (..., B, H)."""
+    """Outputs of UNet(in_ch, base_ch, ch_mult, emb_dim, n_classes)(x, t, y) for (..., B, H)."""
     torch.manual_seed(seed)
     shapes = []
     for in_ch, base_ch, ch_mult, emb_dim, n_classes, B, H in configs:
         x, t, y = _unet_inputs(in_ch, n_classes, B, H)
         with torch.no_grad():
-            shapes.append(_shape_or_error(lambda: ns["UNet"](in_ch, base_ch, tuple(ch_mult), emb_dim, n_classes)(x, t, y)))
+            shapes.append(_output_or_error(lambda: ns["UNet"](in_ch, base_ch, tuple(ch_mult), emb_dim, n_classes)(x, t, y)))
     return shapes
 
 
 def probe_unet_conditioning(ns, seed: int = 0):
-    """Relative output changes when t changes, when y changes, and between y=None and the null label."""
+    """UNet(2, 8, (1, 2), 16, 10)'s outputs at (t_a, y_a), at another t, at another y, and at
+    y=None and y = the null label (10)."""
     torch.manual_seed(seed)
     n_classes = 10
     net = _jiggle(ns["UNet"](2, 8, (1, 2), 16, n_classes))
     x = torch.randn(4, 2, 8, 8)
     t_a, t_b = torch.tensor([5, 100, 400, 900]), torch.tensor([700, 20, 950, 300])
     y_a, y_b = torch.tensor([0, 1, 2, 3]), torch.tensor([7, 8, 9, 4])
-
-    def rel(a, b):
-        return float((a - b).abs().mean() / a.abs().mean().clamp(min=1e-12))
-
     with torch.no_grad():
-        out = net(x, t_a, y_a)
-        t_change = rel(out, net(x, t_b, y_a))
-        y_change = rel(out, net(x, t_a, y_b))
-        null_gap = rel(net(x, t_a, None), net(x, t_a, torch.full((4,), n_classes)))
-    return {"t_change": t_change, "y_change": y_change, "null_gap": null_gap}
+        return {"out": net(x, t_a, y_a).detach(), "other_t": net(x, t_b, y_a).detach(),
+                "other_y": net(x, t_a, y_b).detach(), "y_none": net(x, t_a, None).detach(),
+                "y_null": net(x, t_a, torch.full((4,), n_classes)).detach()}
 
 
-def probe_unet_jacobian_rank(ns, seed: int = 0):
-    """Singular values of d output / d input of a UNet(1, 4, (1, 1, 1), 8) on one 8x8 image (64 x 64)."""
+def probe_unet_jacobian(ns, seed: int = 0):
+    """d output / d input of a UNet(1, 4, (1, 1, 1), 8) on one 8x8 image, flattened: (64, 64)."""
     torch.manual_seed(seed)
     net = _jiggle(ns["UNet"](1, 4, (1, 1, 1), 8))
     x = torch.randn(64)
     t = torch.tensor([300])
     jac = torch.autograd.functional.jacobian(lambda v: net(v.reshape(1, 1, 8, 8), t).reshape(-1), x)  # (64, 64)
-    return torch.linalg.svdvals(jac.detach())
+    return jac.detach()
 
 
 def probe_train_steps(ns, kind: str, steps: int = 25, seed: int = 0):
@@ -214,9 +209,16 @@ def probe_train_steps(ns, kind: str, steps: int = 25, seed: int = 0):
 # Shared judgements (public and hidden tests)
 # ---------------------------------------------------------------------------------------------
 def judge_shapes(got, expected, what: str, hint: str) -> None:
+    """``got``: the probe's outputs (or the error each raised, as text)."""
     for g, e, label in zip(got, expected, what):
         expect(not isinstance(g, str), f"{label} raised {g}", hint)
-        expect(list(g) == list(e), f"{label}: expected output shape {tuple(e)}, got {tuple(g)}.", hint)
+        expect(isinstance(g, torch.Tensor), f"{label} returned {type(g).__name__}, not a tensor.", hint)
+        expect(list(g.shape) == list(e), f"{label}: expected output shape {tuple(e)}, got {tuple(g.shape)}.", hint)
+
+
+def relative_change(a: torch.Tensor, b: torch.Tensor) -> float:
+    """mean |a - b| / mean |a|: how much an output changed when one input did."""
+    return float((a - b).abs().mean() / a.abs().mean().clamp(min=1e-12))
 
 
 def judge_zeroed_is_identity(report: dict, what: str) -> None:
