@@ -4,15 +4,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from course.batching import time_batch
 from course.embedding import timestep_embedding
 
 
-def as_time_batch(t, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """Broadcast a float, a 0-dim tensor or a (B,) tensor of times to a float tensor (B,)."""
-    t = torch.as_tensor(t, device=like.device)
-    if t.dim() == 0:
-        t = t.expand(batch)
-    return t.to(like.dtype).reshape(batch)
+def frozen_time_mlp(seed: int, **kwargs) -> "TimeMLP":
+    """A ``TimeMLP(**kwargs)`` with weights drawn from ``seed`` (the global RNG left untouched), in eval
+    mode and with no gradients: a fixed nonlinear stand-in for a trained network, the same wherever
+    it is built."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = TimeMLP(**kwargs).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
 
 
 class TimeMLP(nn.Module):
@@ -38,7 +43,7 @@ class TimeMLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
-        t = as_time_batch(t, x.shape[0], x)
+        t = time_batch(t, x)  # (B,) in x's dtype
         emb = timestep_embedding(t * self.time_scale, self.emb_dim).to(x.dtype)  # (B, emb_dim)
         if self.label_emb is not None:
             if y is None:

@@ -85,3 +85,8 @@ def make_schedule(T: int, kind: str = "linear") -> tuple[torch.Tensor, torch.Ten
     else:
         raise ValueError(f"unknown schedule {kind!r}: use 'linear' or 'cosine'")
     return betas, alpha_bar_from_betas(betas)
+
+
+def make_alpha_bar(T: int, kind: str = "linear") -> torch.Tensor:
+    """alpha_bar (T,) of the named schedule of :func:`make_schedule`."""
+    return make_schedule(T, kind)[1]

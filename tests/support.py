@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -14,10 +15,34 @@ from grader.engine.grade import grade_notebook
 from grader.paths import NOTEBOOKS, ROOT, SOLUTIONS  # noqa: F401  (re-exported for the tests)
 
 
-def answer(name: str, args: str, body: str, imports: str = "import torch\nimport numpy as np\n") -> str:
-    """The source of an answer cell defining ``name(args)`` with ``body`` (for wrong answers and rewrites)."""
+def answer(name: str, args: str, body: str, imports: str = "import torch\nimport numpy as np\n",
+           prelude: str = "") -> str:
+    """The source of an answer cell: ``imports``, then ``prelude`` (helpers), then ``name(args)``
+    defined with ``body`` (for wrong answers and rewrites)."""
     lines = "\n".join("    " + line for line in body.strip().splitlines())
-    return f"{imports}\ndef {name}({args}):\n{lines}\n"
+    return f"{imports}{prelude}\ndef {name}({args}):\n{lines}\n"
+
+
+def answer_builder(imports: str):
+    """``answer`` with the given imports: ``fn = answer_builder("import torch\n")``, then
+    ``fn(name, args, body, prelude="")``."""
+    return functools.partial(answer, imports=imports)
+
+
+def reference_answers(notebook: str) -> dict[str, str]:
+    """The reference solution's answer cells: exercise (grade_id) -> source."""
+    nb = nbformat.read(SOLUTIONS / f"{notebook}.ipynb", as_version=4)
+    return {(c.metadata.get("nbgrader") or {}).get("grade_id"): c.source for c in nb.cells
+            if (c.metadata.get("nbgrader") or {}).get("solution")}
+
+
+def edited(reference: dict[str, str], exercise: str, *replacements: tuple[str, str]) -> str:
+    """The reference answer of ``exercise`` with each (old, new) replaced (old must occur)."""
+    source = reference[exercise]
+    for old, new in replacements:
+        assert old in source, f"{old!r} not in the reference answer of {exercise}"
+        source = source.replace(old, new)
+    return source
 
 
 def with_answers(notebook: Path, answers: dict[str, str], out_dir: Path | None = None) -> Path:

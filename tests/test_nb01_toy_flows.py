@@ -3,12 +3,9 @@ wrong answers lose points with the right hint, correct rewrites keep full marks,
 notebook runs in fast mode."""
 from __future__ import annotations
 
-from support import NotebookContract
+from support import NotebookContract, answer_builder
 
-
-def fn(name, args, body):
-    return f"import torch\nimport numpy as np\n\ndef {name}({args}):\n" + "\n".join(
-        "    " + line for line in body.strip().splitlines()) + "\n"
+fn = answer_builder("import torch\nimport numpy as np\n")
 
 
 STEP = "f, x, t, dt"

@@ -9,14 +9,12 @@ from __future__ import annotations
 import torch
 
 from grader.public.nb03_ddpm import EXERCISES
-from support import NotebookContract, answer
+from support import NotebookContract, answer_builder
 
 torch.set_num_threads(1)  # the grader-side expectations use small tensors
 
 
-def fn(name, args, body, prelude=""):
-    """An answer cell defining ``name(args)`` with ``body``, after ``prelude``; no imports."""
-    return prelude + answer(name, args, body, imports="")
+fn = answer_builder("")  # fn(name, args, body, prelude=""): no imports
 
 
 LINEAR = "T, beta_start=1e-4, beta_end=0.02"

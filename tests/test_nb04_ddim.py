@@ -4,13 +4,11 @@ answer that calls the library scores zero, and the notebook runs in fast mode.""
 from __future__ import annotations
 
 
-from support import NotebookContract
+from support import NotebookContract, answer_builder
 
 
 
-def fn(name, args, body, prelude=""):
-    return f"import torch\n{prelude}\ndef {name}({args}):\n" + "\n".join(
-        "    " + line for line in body.strip().splitlines()) + "\n"
+fn = answer_builder("import torch\n")  # fn(name, args, body, prelude="")
 
 
 AB_PREV = "ab_t = alpha_bar[t]\nab_prev = alpha_bar[t_prev] if t_prev >= 0 else torch.ones(())\n"

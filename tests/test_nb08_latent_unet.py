@@ -8,31 +8,19 @@ from __future__ import annotations
 
 import time
 
-import nbformat
-
 from grader.engine.grade import grade_notebook
-from support import SOLUTIONS, NotebookContract, assert_full, grade_with
+from support import SOLUTIONS, NotebookContract, assert_full, edited, grade_with, reference_answers
 
 NB = "08_latent_unet"
 SOLUTION = SOLUTIONS / f"{NB}.ipynb"
 
 
-def reference_cells() -> dict[str, str]:
-    nb = nbformat.read(SOLUTION, as_version=4)
-    return {(c.metadata.get("nbgrader") or {}).get("grade_id"): c.source for c in nb.cells
-            if (c.metadata.get("nbgrader") or {}).get("solution")}
-
-
-REF = reference_cells()
+REF = reference_answers(NB)
 
 
 def edit(exercise: str, *replacements: tuple[str, str]) -> str:
     """The reference answer of ``exercise`` with each (old, new) replaced (old must occur)."""
-    source = REF[exercise]
-    for old, new in replacements:
-        assert old in source, f"{exercise}: {old!r} not in the reference answer"
-        source = source.replace(old, new)
-    return source
+    return edited(REF, exercise, *replacements)
 
 
 EMB_RETURN = "return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, dim)"

@@ -10,7 +10,7 @@ import math
 import torch
 
 from course import flows, ode
-from grader.engine.api import Hint, Ref, expect, expect_close, expect_scalar, exercise
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_scalar
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "euler_step": 1,
@@ -87,10 +87,6 @@ def step_method(name: str):
     return {"euler": ode.euler_step, "heun": ode.heun_step, "rk4": ode.rk4_step}[name]
 
 
-def build(ref: Ref):
-    """The grader's own copy of what a Ref builds inside the sandbox."""
-    return globals()[ref.factory](*ref.args, **ref.kwargs)
-
 
 # ---------------------------------------------------------------------------------------------
 # Public checks (also part of grading)
@@ -101,7 +97,7 @@ X3 = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.5]])
 @exercise("euler_step")
 def test_euler_step_rotation(sub, rng):
     """euler_step on a rotation field"""
-    got = sub.call("euler_step", Ref("rotation", 2.0), X3, 0.0, 0.1)
+    got = sub.call("euler_step", Ref(rotation, 2.0), X3, 0.0, 0.1)
     expected = X3 + 0.1 * 2.0 * torch.stack([-X3[:, 1], X3[:, 0]], 1)
     expect_close(got, expected, "euler_step(f, x, t=0.0, dt=0.1)",
                  hints=[Hint(0.1 * 2.0 * torch.stack([-X3[:, 1], X3[:, 0]], 1),
@@ -112,21 +108,21 @@ def test_euler_step_rotation(sub, rng):
 def test_heun_step_decay(sub, rng):
     """heun_step on dx/dt = -t x"""
     field = decay_field(1.0)
-    got = sub.call("heun_step", Ref("decay_field", 1.0), X3, 0.5, 0.2)
+    got = sub.call("heun_step", Ref(decay_field, 1.0), X3, 0.5, 0.2)
     expect_close(got, ode.heun_step(field, X3, 0.5, 0.2), "heun_step(f, x, t=0.5, dt=0.2)")
 
 
 @exercise("rk4_step")
 def test_rk4_step_decay(sub, rng):
     """rk4_step on dx/dt = -t x"""
-    got = sub.call("rk4_step", Ref("decay_field", 1.0), X3, 0.5, 0.2)
+    got = sub.call("rk4_step", Ref(decay_field, 1.0), X3, 0.5, 0.2)
     expect_close(got, ode.rk4_step(decay_field(1.0), X3, 0.5, 0.2), "rk4_step(f, x, t=0.5, dt=0.2)")
 
 
 @exercise("integrate")
 def test_integrate_shape_and_start(sub, rng):
     """integrate returns the whole path, x0 first"""
-    got = sub.call("integrate", Ref("rotation", 1.0), X3, 0.0, 1.0, 4, step=Ref("step_method", "euler"))
+    got = sub.call("integrate", Ref(rotation, 1.0), X3, 0.0, 1.0, 4, step=Ref(step_method, "euler"))
     expect(hasattr(got, "shape") and tuple(got.shape) == (5, 3, 2),
            f"integrate(f, x0, 0, 1, n_steps=4) should return a path of shape (5, 3, 2) "
            f"(n_steps + 1 points, x0 included); got {tuple(getattr(got, 'shape', ())) or type(got).__name__}.")
@@ -145,7 +141,7 @@ def test_convergence_order_exact_power(sub, rng):
 def test_divergence_linear(sub, rng):
     """divergence of a linear field is the trace of its matrix"""
     A = [[1.0, 2.0], [3.0, -4.0]]
-    got = sub.call("divergence", Ref("linear_field", A), X3, 0.0)
+    got = sub.call("divergence", Ref(linear_field, A), X3, 0.0)
     expect_close(got, torch.full((3,), -3.0), "divergence(f, x, t) for f(x) = A x",
                  hints=[Hint(torch.full((3,), 2.0), "you summed every entry of the Jacobian; "
                                                     "the divergence is its trace (diagonal only).")])
@@ -155,7 +151,7 @@ def test_divergence_linear(sub, rng):
 def test_jacobian_logdet_affine(sub, rng):
     """log |det| of an affine map is log |det A| for every sample"""
     A = [[2.0, 1.0], [0.5, -1.0]]  # det = -2.5
-    got = sub.call("jacobian_logdet", Ref("affine_map", A, [0.0, 1.0]), X3)
+    got = sub.call("jacobian_logdet", Ref(affine_map, A, [0.0, 1.0]), X3)
     expect_close(got, torch.full((3,), math.log(2.5)), "jacobian_logdet(g, x) for g(x) = A x + b",
                  hints=[Hint(torch.full((3,), -2.5), "you returned the determinant: take log |det|.")])
 
@@ -163,8 +159,8 @@ def test_jacobian_logdet_affine(sub, rng):
 @exercise("pushforward_log_prob")
 def test_pushforward_scaling(sub, rng):
     """a standard normal scaled by 2 has log density log N(y/2) - 2 log 2"""
-    got = sub.call("pushforward_log_prob", X3, Ref("affine_map", [[0.5, 0.0], [0.0, 0.5]], [0.0, 0.0]),
-                   Ref("standard_normal"))
+    got = sub.call("pushforward_log_prob", X3, Ref(affine_map, [[0.5, 0.0], [0.0, 0.5]], [0.0, 0.0]),
+                   Ref(standard_normal))
     expected = flows.standard_normal_log_prob(X3 / 2) - 2 * math.log(2)
     expect_close(got, expected, "pushforward_log_prob(y, g_inverse, base_log_prob)",
                  hints=[Hint(flows.standard_normal_log_prob(X3 / 2) + 2 * math.log(2),

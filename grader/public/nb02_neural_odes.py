@@ -11,8 +11,8 @@ import torch
 
 from course import cnf, flows, ode
 from course.nets import TimeMLP
-from grader.engine.api import Hint, Ref, expect_close, expect_scalar, exercise, matches
-# the vector fields of notebook 01, re-exported so that Ref("linear_field", A) builds them here too
+from grader.engine.api import Hint, Ref, build, exercise, expect_close, expect_scalar, matches
+# the vector fields of notebook 01, re-exported so that Ref(linear_field, A) builds them here too
 from grader.public.nb01_toy_flows import linear_field, standard_normal, tanh_field  # noqa: F401
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
@@ -50,10 +50,6 @@ def diagonal_gaussian(stds):
     stds = torch.as_tensor(stds, dtype=torch.float32)
     return lambda x: (flows.standard_normal_log_prob(x / stds) - torch.log(stds).sum())
 
-
-def build(ref: Ref):
-    """The grader's own copy of what a Ref builds inside the sandbox."""
-    return globals()[ref.factory](*ref.args, **ref.kwargs)
 
 
 def linear_flow_log_prob(A, x1: torch.Tensor) -> torch.Tensor:
@@ -225,7 +221,7 @@ def test_hutchinson_linear(sub, rng):
     """hutchinson_divergence of a linear field is noise^T A noise"""
     A = torch.tensor([[1.0, 2.0], [3.0, -4.0]])
     noise = torch.tensor([[1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
-    got = sub.call("hutchinson_divergence", Ref("linear_field", A), X3, 0.0, noise)
+    got = sub.call("hutchinson_divergence", Ref(linear_field, A), X3, 0.0, noise)
     expect_close(got, ((noise @ A.T) * noise).sum(1), "hutchinson_divergence(f, x, t, noise) for f(x) = A x",
                  hints=hutchinson_hints(linear_field(A), X3, 0.0, noise))
 
@@ -234,7 +230,7 @@ def test_hutchinson_linear(sub, rng):
 def test_cnf_sample_linear(sub, rng):
     """cnf_sample of dx/dt = A x ends at e^A z"""
     f = linear_field(A_DIAG)
-    got = sub.call("cnf_sample", Ref("linear_field", A_DIAG), X3, 10)
+    got = sub.call("cnf_sample", Ref(linear_field, A_DIAG), X3, 10)
     expect_close(got, X3 * torch.tensor([math.exp(0.5), math.exp(-1.0)]), "cnf_sample(f, z, n_steps=10)",
                  rtol=1e-4, atol=1e-5, hints=[
                      Hint(ode.integrate(f, X3, 1.0, 0.0, 10, step=ode.rk4_step)[-1],
@@ -247,7 +243,7 @@ def test_cnf_sample_linear(sub, rng):
 @exercise("cnf_log_prob")
 def test_cnf_log_prob_linear(sub, rng):
     """cnf_log_prob of a linear flow is the Gaussian pushforward's log density"""
-    got = sub.call("cnf_log_prob", Ref("linear_field", A_DIAG), X3, 10, Ref("standard_normal"))
+    got = sub.call("cnf_log_prob", Ref(linear_field, A_DIAG), X3, 10, Ref(standard_normal))
     expect_close(got, linear_flow_log_prob(A_DIAG, X3), "cnf_log_prob(f, x1, n_steps=10, base_log_prob)",
                  rtol=1e-4, atol=1e-4,
                  hints=log_prob_hints(linear_field(A_DIAG), X3, 10, flows.standard_normal_log_prob))
@@ -256,7 +252,7 @@ def test_cnf_log_prob_linear(sub, rng):
 @exercise("cnf_nll")
 def test_cnf_nll_linear(sub, rng):
     """cnf_nll is the mean negative log-likelihood"""
-    args = (Ref("linear_field", A_DIAG), X3, 10, Ref("standard_normal"))
+    args = (Ref(linear_field, A_DIAG), X3, 10, Ref(standard_normal))
     expect_nll(sub, sub.call("cnf_nll", *args), linear_flow_log_prob(A_DIAG, X3), args,
                "cnf_nll(f, x, n_steps=10, base_log_prob)")
 
@@ -266,6 +262,6 @@ def test_adjoint_linear(sub, rng):
     """adjoint_grad_x0 for dx/dt = A x is e^(A^T) dL/dx1"""
     A = torch.tensor([[0.5, 1.0], [0.0, -1.0]])
     g = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, -2.0]])
-    got = sub.call("adjoint_grad_x0", Ref("linear_field", A), X3, 10, g)
+    got = sub.call("adjoint_grad_x0", Ref(linear_field, A), X3, 10, g)
     expect_close(got, g @ torch.linalg.matrix_exp(A), "adjoint_grad_x0(f, x0, n_steps=10, grad_x1)",
                  rtol=1e-4, atol=1e-4, hints=adjoint_hints(linear_field(A), X3, 10, g))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from course import ddpm, oracles, schedules
-from grader.engine.api import Hint, Ref, expect, expect_close, expect_moments, expect_scalar, exercise
+from course.batching import append_dims
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_moments, expect_scalar, generator
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "linear_beta_schedule": 1,
@@ -48,7 +49,7 @@ def tanh_eps_model(W, b, c: float, T: int):
 
 def pixel_eps_model(a: float, c: float, T: int):
     """A fixed elementwise "network" for any shape (B, ...): tanh(a x + c t / T)."""
-    return lambda x, t: torch.tanh(a * x + c * (t.to(x.dtype) / T).reshape(-1, *([1] * (x.ndim - 1))))
+    return lambda x, t: torch.tanh(a * x + c * append_dims(t.to(x.dtype) / T, x))
 
 
 def gaussian_eps_model(m, C, alpha_bar):
@@ -61,14 +62,6 @@ def gmm_eps_model(means, stds, weights, alpha_bar):
     return oracles.gmm_eps_model(means, stds, weights, alpha_bar)
 
 
-def generator(seed: int):
-    """A CPU torch.Generator seeded with ``seed``."""
-    return torch.Generator().manual_seed(int(seed))
-
-
-def build(ref: Ref):
-    """The grader's own copy of what a Ref builds inside the sandbox."""
-    return globals()[ref.factory](*ref.args, **ref.kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +165,7 @@ def test_predict_x0_inverts_q_sample(sub, rng):
 @exercise("ddpm_loss")
 def test_ddpm_loss_zero_model(sub, rng):
     """ddpm_loss of a model that predicts 0 is the mean of eps^2"""
-    got = sub.call("ddpm_loss", Ref("pixel_eps_model", 0.0, 0.0, T5), X3, T3, EPS3, ALPHA_BAR5)
+    got = sub.call("ddpm_loss", Ref(pixel_eps_model, 0.0, 0.0, T5), X3, T3, EPS3, ALPHA_BAR5)
     expect_scalar(got, float((EPS3 ** 2).mean()), "ddpm_loss(model = 0, x0, t, eps, alpha_bar)",
                   hints=[Hint(float((EPS3 ** 2).sum()), "the loss is a mean over all elements (F.mse_loss), not a sum.")])
 
@@ -180,7 +173,7 @@ def test_ddpm_loss_zero_model(sub, rng):
 @exercise("p_sample_step")
 def test_p_sample_step_last_step_is_mean(sub, rng):
     """p_sample_step adds no noise at t = 0"""
-    ref = Ref("tanh_eps_model", [[1.0, -0.5], [0.3, 0.8]], [0.1, -0.2], 1.0, T5)
+    ref = Ref(tanh_eps_model, [[1.0, -0.5], [0.3, 0.8]], [0.1, -0.2], 1.0, T5)
     t = torch.tensor([0, 0, 3])
     expected = ddpm.p_sample_step(build(ref), X3, t, EPS3, BETAS5, ALPHA_BAR5)
     got = sub.call("p_sample_step", ref, X3, t, EPS3, BETAS5, ALPHA_BAR5)
@@ -195,8 +188,8 @@ def test_ddpm_sample_gaussian_oracle(sub, rng):
     betas, alpha_bar = schedules.make_schedule(50, "cosine")
     m, C = torch.tensor([1.0, -1.0]), torch.tensor([[0.5, 0.2], [0.2, 0.3]])
     x_T = torch.randn(2000, 2, generator=rng)
-    got = sub.call("ddpm_sample", Ref("gaussian_eps_model", m, C, alpha_bar), x_T, betas, alpha_bar,
-                   generator=Ref("generator", 0))
+    got = sub.call("ddpm_sample", Ref(gaussian_eps_model, m, C, alpha_bar), x_T, betas, alpha_bar,
+                   generator=Ref(generator, 0))
     expect(isinstance(got, torch.Tensor) and tuple(got.shape) == (2000, 2),
            f"ddpm_sample should return the final samples x_0 with x_T's shape (2000, 2); got "
            f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}.")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 
 from course import ddim, oracles
-from course.nets import TimeMLP
-from course.schedules import make_schedule
-from grader.engine.api import Hint, Ref, expect, expect_close, exercise
+from course.nets import frozen_time_mlp
+from course.schedules import make_alpha_bar
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, generator
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "ddim_timesteps": 1,
@@ -54,11 +54,6 @@ def _strict(model, T: int):
     return eps_model
 
 
-def linear_alpha_bar(T: int) -> torch.Tensor:
-    """alpha_bar of the linear schedule with T steps (betas 1e-4 .. 0.02 scaled to T)."""
-    return make_schedule(T, "linear")[1]
-
-
 def gaussian_model(m, C, alpha_bar):
     """The exact eps-predictor of data N(m, C)."""
     alpha_bar = torch.as_tensor(alpha_bar, dtype=torch.float32)
@@ -73,28 +68,16 @@ def gmm_model(means, stds, weights, alpha_bar):
 
 def random_net(seed: int, T: int, dim: int = 2):
     """A small TimeMLP with fixed random weights: a nonlinear eps-model, the same on both sides."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = TimeMLP(dim=dim, hidden=32, depth=2, emb_dim=16).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return _strict(net, T)
+    return _strict(frozen_time_mlp(seed, dim=dim, hidden=32, depth=2, emb_dim=16), T)
 
 
-def generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def build(ref: Ref):
-    """The grader's own copy of what a Ref builds inside the sandbox."""
-    return globals()[ref.factory](*ref.args, **ref.kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
 # Public checks (also part of grading)
 # ---------------------------------------------------------------------------------------------
 T_SMALL = 50
-ALPHA_BAR = linear_alpha_bar(T_SMALL)
+ALPHA_BAR = make_alpha_bar(T_SMALL)
 X4 = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.5], [0.3, -0.7]])
 EPS4 = torch.tensor([[0.5, -0.2], [1.0, 0.1], [-0.3, 0.4], [0.0, -1.0]])
 
@@ -133,7 +116,7 @@ def test_ddim_step_deterministic(sub, rng):
 def test_ddim_sample_deterministic(sub, rng):
     """ddim_sample with eta = 0 on a small network, 5 steps"""
     ts = ddim.ddim_timesteps(T_SMALL, 5)
-    ref = Ref("random_net", 0, T_SMALL)
+    ref = Ref(random_net, 0, T_SMALL)
     got = sub.call("ddim_sample", ref, X4, ts, ALPHA_BAR, eta=0.0)
     expect_close(got, ddim.ddim_sample(build(ref), X4, ts, ALPHA_BAR), "ddim_sample(model, x_T, timesteps, eta=0)",
                  rtol=1e-4, atol=1e-4)
@@ -143,7 +126,7 @@ def test_ddim_sample_deterministic(sub, rng):
 def test_ddim_invert_small_net(sub, rng):
     """ddim_invert on a small network, 5 steps"""
     ts = ddim.ddim_timesteps(T_SMALL, 5)
-    ref = Ref("random_net", 0, T_SMALL)
+    ref = Ref(random_net, 0, T_SMALL)
     got = sub.call("ddim_invert", ref, X4, ts, ALPHA_BAR)
     expect_close(got, ddim.ddim_invert(build(ref), X4, ts, ALPHA_BAR), "ddim_invert(model, x0, timesteps)",
                  rtol=1e-4, atol=1e-4)

@@ -13,7 +13,7 @@ import math
 import torch
 
 from course import gmm, score, sde
-from grader.engine.api import Hint, Ref, expect, expect_close, exercise
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "gmm_log_prob": 1,
@@ -98,10 +98,6 @@ def toy_score_model(W, b):
     return lambda x, sigma: torch.tanh(x @ W.T + b) * (1 + sigma)[:, None] - x
 
 
-def build(ref: Ref):
-    """The grader's own copy of what a Ref builds inside the sandbox."""
-    return globals()[ref.factory](*ref.args, **ref.kwargs)
-
 
 # ---------------------------------------------------------------------------------------------
 # Probes: calls that need a generator or a counter inside the sandbox
@@ -153,9 +149,9 @@ def test_dsm_loss_exact_score_of_noise(sub, rng):
     # sigma s(sigma noise) + noise = 0 exactly.
     noise = torch.tensor([[0.5, -1.0], [2.0, 0.3]])
     sigma = torch.tensor([0.5, 2.0])
-    got = sub.call("dsm_loss", Ref("toy_score_model", torch.zeros(2, 2), torch.zeros(2)), torch.zeros(2, 2),
+    got = sub.call("dsm_loss", Ref(toy_score_model, torch.zeros(2, 2), torch.zeros(2)), torch.zeros(2, 2),
                    sigma, noise)
-    expected = score.dsm_loss(build(Ref("toy_score_model", torch.zeros(2, 2), torch.zeros(2))),
+    expected = score.dsm_loss(build(Ref(toy_score_model, torch.zeros(2, 2), torch.zeros(2))),
                               torch.zeros(2, 2), sigma, noise)
     expect_close(got, expected, "dsm_loss(score_model, x0=0, sigma, noise) for s(x, sigma) = -x")
 
@@ -164,7 +160,7 @@ def test_dsm_loss_exact_score_of_noise(sub, rng):
 def test_langevin_step_gaussian(sub, rng):
     """langevin_step on a Gaussian score"""
     z = torch.tensor([[1.0, -1.0], [0.0, 0.5], [0.2, 0.2]])
-    got = sub.call("langevin_step", Ref("gaussian_score", [1.0, 0.0], 1.0), X3, 0.01, z)
+    got = sub.call("langevin_step", Ref(gaussian_score, [1.0, 0.0], 1.0), X3, 0.01, z)
     expected = X3 + 0.01 * (torch.tensor([1.0, 0.0]) - X3) + math.sqrt(0.02) * z
     expect_close(got, expected, "langevin_step(score_fn, x, step_size=0.01, z)", hints=[
         Hint(X3 + 0.01 * (torch.tensor([1.0, 0.0]) - X3) + 0.1 * z,
@@ -197,7 +193,7 @@ def test_reverse_sde_step_constant_rate(sub, rng):
     """reverse_sde_step with f = -x/2, g = 1 and a linear score"""
     z = torch.tensor([[1.0, 0.0], [0.0, -1.0], [0.5, 0.5]])
     t = torch.full((3,), 0.5)
-    got = sub.call("reverse_sde_step", Ref("linear_time_score", torch.eye(2), 0.0), X3, t, 0.04, z, Ref("scaled_vp", 1.0))
+    got = sub.call("reverse_sde_step", Ref(linear_time_score, torch.eye(2), 0.0), X3, t, 0.04, z, Ref(scaled_vp, 1.0))
     expected = X3 - (-0.5 * X3 + X3) * 0.04 + 0.2 * z  # score = -x, so f - g^2 s = x / 2
     expect_close(got, expected, "reverse_sde_step(score_fn, x, t, dt=0.04, z, sde)", hints=[
         Hint(X3 - (-0.5 * X3 - X3) * 0.04 + 0.2 * z,
@@ -207,8 +203,8 @@ def test_reverse_sde_step_constant_rate(sub, rng):
 @exercise("pf_ode_drift")
 def test_pf_ode_drift_constant_rate(sub, rng):
     """pf_ode_drift with f = -x/2, g = 1 and score -x is 0"""
-    got = sub.call("pf_ode_drift", Ref("linear_time_score", torch.eye(2), 0.0), X3, torch.full((3,), 0.3),
-                   Ref("scaled_vp", 1.0))
+    got = sub.call("pf_ode_drift", Ref(linear_time_score, torch.eye(2), 0.0), X3, torch.full((3,), 0.3),
+                   Ref(scaled_vp, 1.0))
     expect_close(got, torch.zeros(3, 2), "pf_ode_drift for a stationary N(0, I) (it should vanish)", hints=[
         Hint(0.5 * X3, "the probability-flow ODE has half the score term: f - (1/2) g^2 score.")])
 
@@ -228,7 +224,7 @@ def test_pc_sample_runs(sub, rng):
 def test_pf_ode_log_prob_standard_normal(sub, rng):
     """pf_ode_log_prob of N(0, I) data (every p_t is N(0, I))"""
     # N(0, I) data stays N(0, I) under the VP SDE: the PF-ODE drift is 0 and log p = log N(x; 0, I).
-    got = sub.call("pf_ode_log_prob", Ref("vp_mixture_score", [[0.0, 0.0]], [1.0], [1.0]), X3, Ref("vp"), 4)
+    got = sub.call("pf_ode_log_prob", Ref(vp_mixture_score, [[0.0, 0.0]], [1.0], [1.0]), X3, Ref(vp), 4)
     expect_close(got, -0.5 * (X3 ** 2).sum(1) - math.log(2 * math.pi), "pf_ode_log_prob for N(0, I) data",
                  rtol=1e-4, atol=1e-4)
 

@@ -13,8 +13,9 @@ import torch
 
 from course import rectified_flow as rf
 from course import velocity
-from course.nets import TimeMLP, as_time_batch
-from grader.engine.api import Hint, Mismatch, Ref, expect, expect_close, expect_scalar, expect_tensor, exercise, matches
+from course.batching import time_batch
+from course.nets import frozen_time_mlp
+from grader.engine.api import Hint, Mismatch, Ref, build, exercise, expect, expect_close, expect_scalar, expect_tensor, generator, matches
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "interpolate": 1,
@@ -57,7 +58,7 @@ def constant_velocity(c):
 
 def time_velocity():
     """v(x, t) = t in every coordinate: Euler sums the grid times, which shows which grid was used."""
-    return lambda x, t: as_time_batch(t, x.shape[0], x)[:, None].expand_as(x).clone()
+    return lambda x, t: time_batch(t, x)[:, None].expand_as(x).clone()
 
 
 def tanh_velocity(W, b, c: float = 1.0):
@@ -65,7 +66,7 @@ def tanh_velocity(W, b, c: float = 1.0):
     W, b = torch.as_tensor(W, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
 
     def v(x, t):
-        t = as_time_batch(t, x.shape[0], x)[:, None]  # (B, 1)
+        t = time_batch(t, x)[:, None]  # (B, 1)
         return torch.tanh(x @ W.T + b) * (1 + c * t) + torch.cos(3 * t)
 
     return v
@@ -74,27 +75,14 @@ def tanh_velocity(W, b, c: float = 1.0):
 def gmm_velocity(means, stds, weights):
     """The exact marginal velocity of the straight path to a Gaussian mixture (the ideal 1-rectified flow)."""
     means, stds, weights = (torch.as_tensor(a, dtype=torch.float32) for a in (means, stds, weights))
-    return lambda x, t: velocity.gmm_marginal_velocity(x, as_time_batch(t, x.shape[0], x), means, stds, weights)
+    return lambda x, t: velocity.gmm_marginal_velocity(x, time_batch(t, x), means, stds, weights)
 
 
 def tiny_mlp(seed: int, dim: int = 2):
     """A small TimeMLP with weights fixed by ``seed`` (a stand-in for a trained velocity network)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = TimeMLP(dim=dim, hidden=32, depth=2, emb_dim=16, time_scale=1000.0).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+    return frozen_time_mlp(seed, dim=dim, hidden=32, depth=2, emb_dim=16, time_scale=1000.0)
 
 
-def generator(seed: int):
-    """A torch.Generator seeded with ``seed``."""
-    return torch.Generator().manual_seed(seed)
-
-
-def build(ref: Ref):
-    """The grader's own copy of what a Ref builds inside the sandbox."""
-    return globals()[ref.factory](*ref.args, **ref.kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +163,7 @@ def test_cfm_loss_exact_field(sub, rng):
     x1 = X1[:1].expand(4, 2).clone()
     t = torch.tensor([0.1, 0.4, 0.6, 0.9])
     c = (X1[0] - X0[0]).tolist()
-    got = sub.call("cfm_loss", Ref("constant_velocity", c), x0, x1, t)
+    got = sub.call("cfm_loss", Ref(constant_velocity, c), x0, x1, t)
     expect_scalar(got, 0.0, "cfm_loss(v, x0, x1, t) with v = x1 - x0 (a perfect model)", atol=1e-6, hints=[
         Hint(torch.tensor(4.0 * (X1[0] - X0[0]).pow(2).mean().item()),
              "the target velocity is x1 - x0 (from noise to data), not x0 - x1."),
@@ -186,7 +174,7 @@ def test_cfm_loss_exact_field(sub, rng):
 def test_sample_ode_time_grid(sub, rng):
     """sample_ode with v = t: Euler on the grid t_i = i / n_steps"""
     n = 4
-    got = sub.call("sample_ode", Ref("time_velocity"), X0, n)
+    got = sub.call("sample_ode", Ref(time_velocity), X0, n)
     expected = X0 + euler_grid_sum(n, [i / n for i in range(n)])
     expect_close(got, expected, f"sample_ode(v, x0, n_steps={n}) for v(x, t) = t", hints=[
         Hint(X0 + euler_grid_sum(n, [(i + 1) / n for i in range(n)]),
@@ -201,7 +189,7 @@ def test_sample_ode_time_grid(sub, rng):
 @exercise("straightness")
 def test_straightness_constant_field(sub, rng):
     """straightness of a constant field is 0 (every path is straight)"""
-    got = sub.call("straightness", Ref("constant_velocity", [1.0, -2.0]), X0, 5)
+    got = sub.call("straightness", Ref(constant_velocity, [1.0, -2.0]), X0, 5)
     expect_scalar(got, 0.0, "straightness(v, x0, 5) for a constant v", atol=1e-6)
 
 
@@ -209,7 +197,7 @@ def test_straightness_constant_field(sub, rng):
 def test_reflow_pairs_constant_field(sub, rng):
     """reflow_pairs pairs each x0 with its ODE end point"""
     c = [1.0, -2.0]
-    got = expect_pair(sub.call("reflow_pairs", Ref("constant_velocity", c), X0, 3), "reflow_pairs(v, x0, 3)")
+    got = expect_pair(sub.call("reflow_pairs", Ref(constant_velocity, c), X0, 3), "reflow_pairs(v, x0, 3)")
     expect_close(got[0], X0, "the first element of the pair (it should be x0 itself)", hints=[
         Hint(X0 + torch.tensor(c), "the pair is (x0, x1_hat), noise first: you returned it in the other order.")])
     expect_close(got[1], X0 + torch.tensor(c), "the second element (x1_hat, the Euler end point)")
@@ -257,5 +245,5 @@ def test_gmm_velocity_single_gaussian(sub, rng):
 def test_logit_normal_statistics(sub, rng):
     """logit_normal_t(n): times in (0, 1) whose logit is N(0, 1)"""
     n = 20000
-    got = sub.call("logit_normal_t", n, generator=Ref("generator", 0))
+    got = sub.call("logit_normal_t", n, generator=Ref(generator, 0))
     check_logit_normal(got, n, 0.0, 1.0, f"logit_normal_t({n})")

@@ -11,9 +11,9 @@ import torch
 
 from course import guidance
 from course.ddim import ddim_timesteps
-from course.nets import TimeMLP
-from course.schedules import make_schedule
-from grader.engine.api import Hint, Ref, expect, expect_close, exercise
+from course.nets import frozen_time_mlp
+from course.schedules import make_alpha_bar
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, generator
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "drop_labels": 2,
@@ -33,28 +33,18 @@ LIBRARY = {  # the course library's implementation of each exercise (calling it 
 # ---------------------------------------------------------------------------------------------
 # Factories
 # ---------------------------------------------------------------------------------------------
-def generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def alpha_bar_of(T: int, kind: str = "linear") -> torch.Tensor:
-    return make_schedule(T, kind)[1]
-
-
 def ring_mixture(n_classes: int = 3, per_class: int = 2):
     return guidance.ring_of_classes(n_classes, per_class)
 
 
 def oracle_eps_model(T: int = 1000, kind: str = "linear", n_classes: int = 3, per_class: int = 2):
     """The exact eps of a labelled ring mixture: model(x, t, y=None), y = None or n_classes unconditional."""
-    return ring_mixture(n_classes, per_class).eps_model(alpha_bar_of(T, kind))
+    return ring_mixture(n_classes, per_class).eps_model(make_alpha_bar(T, kind))
 
 
 def random_image_eps_model(seed: int, n_classes: int = 4, side: int = 4):
     """A seeded, untrained conditional TimeMLP on (B, 1, side, side) images: a nonlinear test model."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = TimeMLP(dim=side * side, hidden=32, depth=2, emb_dim=16, n_classes=n_classes).eval()
+    net = frozen_time_mlp(seed, dim=side * side, hidden=32, depth=2, emb_dim=16, n_classes=n_classes)
 
     def model(x, t, y=None):
         with torch.no_grad():  # (a decorator would share its __code__ with every decorated function)
@@ -63,10 +53,6 @@ def random_image_eps_model(seed: int, n_classes: int = 4, side: int = 4):
     model.n_classes = n_classes
     return model
 
-
-def build(ref: Ref):
-    """The grader's own copy of what a Ref builds inside the sandbox."""
-    return globals()[ref.factory](*ref.args, **ref.kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,11 +142,11 @@ Y6 = torch.tensor([0, 3, 1, 2, 3, 0])
 @exercise("drop_labels")
 def test_drop_labels_extremes(sub, rng):
     """drop_labels with p_uncond = 0 keeps every label; with p_uncond = 1 drops every one"""
-    kept = sub.call("drop_labels", Y6, 0.0, 4, generator=Ref("generator", 0))
+    kept = sub.call("drop_labels", Y6, 0.0, 4, generator=Ref(generator, 0))
     expect_close(kept, Y6, "drop_labels(y, p_uncond=0, null_label=4)",
                  hints=[Hint(torch.full_like(Y6, 4), "with p_uncond = 0 no label may be dropped: "
                                                      "you drop with probability 1 - p_uncond.")])
-    dropped = sub.call("drop_labels", Y6, 1.0, 4, generator=Ref("generator", 0))
+    dropped = sub.call("drop_labels", Y6, 1.0, 4, generator=Ref(generator, 0))
     expect_close(dropped, torch.full_like(Y6, 4), "drop_labels(y, p_uncond=1, null_label=4)",
                  hints=[Hint(Y6, "with p_uncond = 1 every label becomes null_label: you never drop a label, "
                                  "or drop with probability 1 - p_uncond."),
@@ -183,11 +169,11 @@ def test_guided_sample_oracle_small(sub, rng):
     """guided_sample with the exact eps of a labelled mixture, 5 DDIM steps, w = 1"""
     T = 100
     model = oracle_eps_model(T)
-    alpha_bar = alpha_bar_of(T)
+    alpha_bar = make_alpha_bar(T)
     x_T = torch.tensor([[0.5, -1.0], [1.2, 0.3], [-0.7, -0.2], [0.0, 1.5]])
     y = torch.tensor([0, 1, 2, 0])
     timesteps = ddim_timesteps(T, 5)
-    got = sub.call("guided_sample", Ref("oracle_eps_model", T), x_T, y, 1.0, timesteps, alpha_bar)
+    got = sub.call("guided_sample", Ref(oracle_eps_model, T), x_T, y, 1.0, timesteps, alpha_bar)
     expected = guidance.guided_sample(model, x_T, y, 1.0, timesteps, alpha_bar)
     expect_close(got, expected, "guided_sample(model, x_T, y, w=1, timesteps, alpha_bar)", rtol=1e-3, atol=1e-4,
                  hints=sample_mistakes(model, x_T, y, 1.0, timesteps, alpha_bar))

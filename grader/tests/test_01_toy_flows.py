@@ -7,12 +7,13 @@ import math
 import torch
 
 from course import flows, ode
-from grader.engine.api import Hint, Ref, expect, expect_close, expect_scalar, exercise
-from grader.public.nb01_toy_flows import build
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_scalar
+from grader.public.nb01_toy_flows import (affine_map, decay_field, linear_in_time, planar_map, rotation,
+                                          standard_normal, step_method, tanh_field)
 
 
 def random_tanh_field(rng, d=2):
-    return Ref("tanh_field", torch.randn(d, d, generator=rng), torch.randn(d, generator=rng), 0.7)
+    return Ref(tanh_field, torch.randn(d, d, generator=rng), torch.randn(d, generator=rng), 0.7)
 
 
 def points(rng, n=32, d=2):
@@ -65,7 +66,7 @@ def test_heun_step_nonlinear(sub, rng):
 def test_heun_is_second_order(sub, rng):
     """heun_step is exact for dx/dt = a + b t"""
     x = points(rng, 8)
-    got = sub.call("heun_step", Ref("linear_in_time", 0.7, -1.3), x, 0.25, 0.5)
+    got = sub.call("heun_step", Ref(linear_in_time, 0.7, -1.3), x, 0.25, 0.5)
     expect_close(got, x + 0.7 * 0.5 - 1.3 * (0.75 ** 2 - 0.25 ** 2) / 2,
                  "heun_step(f, x, 0.25, 0.5) for f = a + b t (the trapezoid rule is exact here)")
 
@@ -95,7 +96,7 @@ def test_rk4_step_nonlinear(sub, rng):
 def test_rk4_step_exact_solution(sub, rng):
     """rk4_step error on dx/dt = -t x is tiny (fourth order)"""
     x = points(rng, 16)
-    got = sub.call("rk4_step", Ref("decay_field", 1.0), x, 0.3, 0.1)
+    got = sub.call("rk4_step", Ref(decay_field, 1.0), x, 0.3, 0.1)
     exact = x * math.exp(-(0.4 ** 2 - 0.3 ** 2) / 2)
     expect_close(got, exact, "rk4_step(f, x, 0.3, 0.1) against the exact solution", rtol=1e-5, atol=1e-6)
 
@@ -116,7 +117,7 @@ def test_integrate_path(sub, rng):
     ref, x0 = random_tanh_field(rng), points(rng)
     n = int(torch.randint(3, 9, (1,), generator=rng))
     expected = ode.integrate(build(ref), x0, 0.25, 1.0, n, step=ode.rk4_step)
-    got = sub.call("integrate", ref, x0, 0.25, 1.0, n, step=Ref("step_method", "rk4"))
+    got = sub.call("integrate", ref, x0, 0.25, 1.0, n, step=Ref(step_method, "rk4"))
     expect_close(got, expected, f"integrate(f, x0, t0=0.25, t1=1.0, n_steps={n}, step=rk4_step)", hints=[
         Hint(expected[1:], "the path should start with x0 itself: n_steps + 1 points."),
         Hint(ode.integrate(build(ref), x0, 0.25, 0.25 + n * 0.75 / (n + 1), n, step=ode.rk4_step),
@@ -131,7 +132,7 @@ def test_integrate_backwards(sub, rng):
     """integrate from t0 = 1 back to t1 = 0 (dt < 0) with Euler"""
     ref, x0 = random_tanh_field(rng), points(rng)
     expected = ode.integrate(build(ref), x0, 1.0, 0.0, 5, step=ode.euler_step)
-    got = sub.call("integrate", ref, x0, 1.0, 0.0, 5, step=Ref("step_method", "euler"))
+    got = sub.call("integrate", ref, x0, 1.0, 0.0, 5, step=Ref(step_method, "euler"))
     expect_close(got, expected, "integrate(f, x0, t0=1, t1=0, n_steps=5, step=euler_step)", hints=[
         Hint(ode.integrate(build(ref), x0, 0.0, 1.0, 5, step=ode.euler_step),
              "time must run from t0 to t1, here backwards (dt < 0)."),
@@ -172,7 +173,7 @@ def test_divergence_nonlinear(sub, rng):
 def test_divergence_keeps_inputs(sub, rng):
     """divergence works on inputs that do not require grad, and returns shape (N,)"""
     x = points(rng, 5)
-    got = sub.call("divergence", Ref("rotation", 3.0), x, 0.0)
+    got = sub.call("divergence", Ref(rotation, 3.0), x, 0.0)
     expect_close(got, torch.zeros(5), "divergence of a rotation (it is 0 everywhere)")
 
 
@@ -182,7 +183,7 @@ def test_jacobian_logdet_planar(sub, rng):
     """log |det| of a planar flow, some samples with negative determinant"""
     u = torch.randn(2, generator=rng) * 2
     w = torch.randn(2, generator=rng) * 2
-    ref = Ref("planar_map", u, w, 0.3)
+    ref = Ref(planar_map, u, w, 0.3)
     x = points(rng)
     g = build(ref)
     expected = flows.jacobian_logdet(g, x)
@@ -200,13 +201,13 @@ def test_pushforward_affine(sub, rng):
     A = torch.randn(2, 2, generator=rng) + 2 * torch.eye(2)
     b = torch.randn(2, generator=rng)
     A_inv = torch.linalg.inv(A)
-    inverse = Ref("affine_map", A_inv, -(A_inv @ b))
+    inverse = Ref(affine_map, A_inv, -(A_inv @ b))
     y = points(rng) * 2
     g_inv = build(inverse)
     base = flows.standard_normal_log_prob
     logdet = torch.linalg.slogdet(A_inv).logabsdet
     expected = base(g_inv(y)) + logdet
-    got = sub.call("pushforward_log_prob", y, inverse, Ref("standard_normal"))
+    got = sub.call("pushforward_log_prob", y, inverse, Ref(standard_normal))
     expect_close(got, expected, "pushforward_log_prob(y, g_inverse, base_log_prob)", rtol=1e-4, atol=1e-4,
                  hints=[Hint(base(g_inv(y)) - logdet, "the log-determinant term has the wrong sign."),
                         Hint(base(g_inv(y)), "the log-determinant of the Jacobian of g_inverse is missing."),
@@ -220,8 +221,8 @@ def test_pushforward_integrates_to_one(sub, rng):
     xs = torch.linspace(-lim, lim, n)
     gx, gy = torch.meshgrid(xs, xs, indexing="xy")
     grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
-    got = sub.call("pushforward_log_prob", grid, Ref("planar_map", [0.5, 0.0], [1.0, 0.0], 0.0),
-                   Ref("standard_normal"))
+    got = sub.call("pushforward_log_prob", grid, Ref(planar_map, [0.5, 0.0], [1.0, 0.0], 0.0),
+                   Ref(standard_normal))
     expect(hasattr(got, "shape") and tuple(got.shape) == (n * n,),
            f"pushforward_log_prob should return one log density per point, shape ({n * n},).")
     mass = float(torch.exp(got.double()).sum() * (2 * lim / (n - 1)) ** 2)

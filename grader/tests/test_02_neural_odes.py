@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 
 from course import cnf, flows, ode
-from grader.engine.api import Hint, Ref, expect, expect_close, expect_moments, expect_tensor, exercise, matches
-from grader.public.nb02_neural_odes import (adjoint_hints, build, expect_nll, hutchinson_hints, linear_flow_log_prob,
-                                            log_prob_hints, mistaken_log_prob)
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_moments, expect_tensor, matches
+from grader.public.nb02_neural_odes import (adjoint_hints, diagonal_gaussian, expect_nll, hutchinson_hints,
+                                            linear_field, linear_flow_log_prob, log_prob_hints, mistaken_log_prob,
+                                            mlp_field, standard_normal, tanh_field)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -22,7 +23,7 @@ def points(rng, n=32, d=2, scale=1.0):
 
 
 def random_tanh_field(rng, d=2):
-    return Ref("tanh_field", 0.8 * torch.randn(d, d, generator=rng), 0.5 * torch.randn(d, generator=rng), 0.7)
+    return Ref(tanh_field, 0.8 * torch.randn(d, d, generator=rng), 0.5 * torch.randn(d, generator=rng), 0.7)
 
 
 def random_matrix(rng, d=2):
@@ -71,7 +72,7 @@ def test_hutchinson_nonlinear(sub, rng):
 def test_hutchinson_network_time(sub, rng):
     """hutchinson_divergence of a time-conditioned network, with Rademacher noise"""
     seed = int(torch.randint(0, 2 ** 30, (1,), generator=rng))
-    ref, x = Ref("mlp_field", seed), points(rng, 16)
+    ref, x = Ref(mlp_field, seed), points(rng, 16)
     t = float(torch.rand(1, generator=rng))
     noise = torch.randint(0, 2, (16, 2), generator=rng).float() * 2 - 1
     f = build(ref)
@@ -108,7 +109,7 @@ def test_cnf_sample_pushforward_statistics(sub, rng):
     """samples of a linear flow from N(0, I) have covariance e^A e^(A^T)"""
     A = random_matrix(rng)
     z = torch.randn(4000, 2, generator=rng)
-    got = sub.call("cnf_sample", Ref("linear_field", A), z, 12)
+    got = sub.call("cnf_sample", Ref(linear_field, A), z, 12)
     expect_tensor(got, "cnf_sample(f, z, n_steps=12)", shape=tuple(z.shape))
     M = torch.linalg.matrix_exp(A)
     M_inv_cov = torch.linalg.matrix_exp(-A) @ torch.linalg.matrix_exp(-A).T
@@ -123,10 +124,10 @@ def test_cnf_log_prob_linear_exact(sub, rng):
     """cnf_log_prob of a linear flow matches the exact Gaussian pushforward"""
     A = random_matrix(rng)
     x1 = points(rng, 32, 2, scale=1.5)
-    got = sub.call("cnf_log_prob", Ref("linear_field", A), x1, 12, Ref("standard_normal"))
+    got = sub.call("cnf_log_prob", Ref(linear_field, A), x1, 12, Ref(standard_normal))
     expect_close(got, linear_flow_log_prob(A, x1), "cnf_log_prob(f, x1, n_steps=12, base_log_prob) for f(x) = A x",
                  rtol=1e-3, atol=1e-3,
-                 hints=log_prob_hints(build(Ref("linear_field", A)), x1, 12, flows.standard_normal_log_prob))
+                 hints=log_prob_hints(build(Ref(linear_field, A)), x1, 12, flows.standard_normal_log_prob))
 
 
 @exercise("cnf_log_prob")
@@ -134,9 +135,9 @@ def test_cnf_log_prob_nonlinear_3d(sub, rng):
     """cnf_log_prob on a 3D nonlinear time-dependent field with a non-standard base"""
     ref, stds, x1 = random_tanh_field(rng, 3), random_stds(rng, 3), points(rng, 24, 3)
     n = int(torch.randint(4, 9, (1,), generator=rng))
-    f, base = build(ref), build(Ref("diagonal_gaussian", stds))
+    f, base = build(ref), build(Ref(diagonal_gaussian, stds))
     expected = cnf.cnf_log_prob(f, x1, n, base).detach()
-    got = sub.call("cnf_log_prob", ref, x1, n, Ref("diagonal_gaussian", stds))
+    got = sub.call("cnf_log_prob", ref, x1, n, Ref(diagonal_gaussian, stds))
     expect_close(got, expected, f"cnf_log_prob(f, x1, n_steps={n}, base_log_prob)", rtol=1e-4, atol=1e-4,
                  hints=log_prob_hints(f, x1, n, base) + [
                      Hint(mistaken_log_prob(f, x1, n, flows.standard_normal_log_prob),
@@ -151,7 +152,7 @@ def test_cnf_log_prob_normalised(sub, rng):
     gx, gy = torch.meshgrid(xs, xs, indexing="xy")
     grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
     W = torch.tensor([[0.0, -1.5], [1.5, 0.0]]) + 0.5 * torch.randn(2, 2, generator=rng)
-    got = sub.call("cnf_log_prob", Ref("tanh_field", W, torch.zeros(2), 0.0), grid, 6, Ref("standard_normal"))
+    got = sub.call("cnf_log_prob", Ref(tanh_field, W, torch.zeros(2), 0.0), grid, 6, Ref(standard_normal))
     expect(hasattr(got, "shape") and tuple(got.shape) == (n * n,),
            f"cnf_log_prob should return one log density per point, shape ({n * n},).")
     mass = float(torch.exp(got.double()).sum() * (2 * lim / (n - 1)) ** 2)
@@ -166,14 +167,14 @@ def test_cnf_log_prob_under_no_grad(sub, rng):
     got = sub.probe("probe_log_prob_no_grad", A, x1, 12)
     expect_close(got, linear_flow_log_prob(A, x1), "cnf_log_prob(...) called inside torch.no_grad()",
                  rtol=1e-3, atol=1e-3,
-                 hints=log_prob_hints(build(Ref("linear_field", A)), x1, 12, flows.standard_normal_log_prob))
+                 hints=log_prob_hints(build(Ref(linear_field, A)), x1, 12, flows.standard_normal_log_prob))
 
 
 @exercise("cnf_log_prob")
 def test_cnf_log_prob_trains(sub, rng):
     """cnf_log_prob is differentiable in the network's parameters, through the divergence too"""
     seed, x = int(torch.randint(0, 2 ** 30, (1,), generator=rng)), points(rng, 16)
-    model = build(Ref("mlp_field", seed))
+    model = build(Ref(mlp_field, seed))
     expected = flat_gradient(cnf.cnf_log_prob(model, x, 4, flows.standard_normal_log_prob).sum(), model)
     frozen = flat_gradient(mistaken_log_prob(model, x, 4, flows.standard_normal_log_prob).sum(), model)
     got = sub.probe("probe_log_prob_gradient", seed, x, 4)
@@ -187,8 +188,8 @@ def test_cnf_log_prob_trains(sub, rng):
 def test_cnf_nll_value(sub, rng):
     """cnf_nll is the mean negative log-likelihood (a 3D field, a non-standard base)"""
     ref, stds, x = random_tanh_field(rng, 3), random_stds(rng, 3), points(rng, 20, 3)
-    log_p = cnf.cnf_log_prob(build(ref), x, 6, build(Ref("diagonal_gaussian", stds))).detach()
-    args = (ref, x, 6, Ref("diagonal_gaussian", stds))
+    log_p = cnf.cnf_log_prob(build(ref), x, 6, build(Ref(diagonal_gaussian, stds))).detach()
+    args = (ref, x, 6, Ref(diagonal_gaussian, stds))
     expect_nll(sub, sub.call("cnf_nll", *args), log_p, args, "cnf_nll(f, x, n_steps=6, base_log_prob)")
 
 
@@ -196,7 +197,7 @@ def test_cnf_nll_value(sub, rng):
 def test_cnf_nll_trains(sub, rng):
     """cnf_nll is differentiable in the network's parameters (the gradient training follows)"""
     seed, x = int(torch.randint(0, 2 ** 30, (1,), generator=rng)), points(rng, 16)
-    model = build(Ref("mlp_field", seed))
+    model = build(Ref(mlp_field, seed))
     expected = flat_gradient(cnf.cnf_nll(model, x, 4, flows.standard_normal_log_prob), model)
     frozen = flat_gradient(-mistaken_log_prob(model, x, 4, flows.standard_normal_log_prob).mean(), model)
     got = sub.probe("probe_nll_gradient", seed, x, 4)
@@ -212,9 +213,9 @@ def test_adjoint_linear_exact(sub, rng):
     """adjoint_grad_x0 for a 3D linear field is e^(A^T) dL/dx1"""
     A, x0, g = random_matrix(rng, 3), points(rng, 16, 3), points(rng, 16, 3)
     expected = g @ torch.linalg.matrix_exp(A)  # rows: (e^(A^T) g)^T
-    got = sub.call("adjoint_grad_x0", Ref("linear_field", A), x0, 12, g)
+    got = sub.call("adjoint_grad_x0", Ref(linear_field, A), x0, 12, g)
     expect_close(got, expected, "adjoint_grad_x0(f, x0, n_steps=12, grad_x1) for f(x) = A x",
-                 rtol=1e-3, atol=1e-4, hints=adjoint_hints(build(Ref("linear_field", A)), x0, 12, g))
+                 rtol=1e-3, atol=1e-4, hints=adjoint_hints(build(Ref(linear_field, A)), x0, 12, g))
 
 
 @exercise("adjoint_grad_x0")

@@ -9,8 +9,9 @@ import math
 import torch
 
 from course import ddpm, oracles, schedules
-from grader.engine.api import Hint, Ref, expect, expect_close, expect_moments, expect_scalar, exercise
-from grader.public.nb03_ddpm import build, col, expect_schedule_shape, moments_near, shifted
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_moments, expect_scalar
+from grader.public.nb03_ddpm import (col, expect_schedule_shape, gaussian_eps_model, generator, gmm_eps_model,
+                                     moments_near, pixel_eps_model, shifted, tanh_eps_model)
 
 
 def random_schedule(rng, T: int | None = None):
@@ -32,7 +33,7 @@ def random_steps(rng, T: int, n: int, with_zero: bool = True) -> torch.Tensor:
 
 
 def random_tanh_model(rng, T: int, d: int = 2) -> Ref:
-    return Ref("tanh_eps_model", torch.randn(d, d, generator=rng), torch.randn(d, generator=rng), 2.0, T)
+    return Ref(tanh_eps_model, torch.randn(d, d, generator=rng), torch.randn(d, generator=rng), 2.0, T)
 
 
 def random_gaussian(rng, d: int = 2, scale: float = 1.0):
@@ -266,7 +267,7 @@ def test_ddpm_loss_random_model(sub, rng):
 def test_ddpm_loss_images(sub, rng):
     """ddpm_loss on images with an elementwise model"""
     T, betas, alpha_bar = random_schedule(rng)
-    ref = Ref("pixel_eps_model", 0.7, 1.5, T)
+    ref = Ref(pixel_eps_model, 0.7, 1.5, T)
     x0, eps = torch.rand(5, 1, 8, 8, generator=rng) * 2 - 1, torch.randn(5, 1, 8, 8, generator=rng)
     t = random_steps(rng, T, 5)
     expected = float(ddpm.ddpm_loss(build(ref), x0, t, eps, alpha_bar))
@@ -321,7 +322,7 @@ def test_p_sample_step_tilde(sub, rng):
     T, betas, alpha_bar = random_schedule(rng)
     means, stds, weights = torch.randn(3, 2, generator=rng) * 2, torch.rand(3, generator=rng) * 0.5 + 0.1, \
         torch.full((3,), 1 / 3)
-    ref = Ref("gmm_eps_model", means, stds, weights, alpha_bar)
+    ref = Ref(gmm_eps_model, means, stds, weights, alpha_bar)
     xt, z = torch.randn(40, 2, generator=rng), torch.randn(40, 2, generator=rng)
     t = random_steps(rng, T, 40)
     t[1:3] = 0
@@ -336,7 +337,7 @@ def test_p_sample_step_tilde(sub, rng):
 def test_p_sample_step_images(sub, rng):
     """p_sample_step on images (B, 1, 4, 4): the step's coefficients broadcast per image"""
     T, betas, alpha_bar = random_schedule(rng)
-    ref = Ref("pixel_eps_model", 0.8, -1.0, T)
+    ref = Ref(pixel_eps_model, 0.8, -1.0, T)
     xt, z = torch.randn(5, 1, 4, 4, generator=rng), torch.randn(5, 1, 4, 4, generator=rng)
     t = random_steps(rng, T, 5)
     expected = ddpm.p_sample_step(build(ref), xt, t, z, betas, alpha_bar)
@@ -385,8 +386,8 @@ def test_ddpm_sample_long_schedule(sub, rng):
     m, C = random_gaussian(rng)
     n = 2000
     x_T = torch.randn(n, 2, generator=rng)
-    got = sub.call("ddpm_sample", Ref("gaussian_eps_model", m, C, alpha_bar), x_T, betas, alpha_bar,
-                   generator=Ref("generator", int(torch.randint(0, 2 ** 30, (1,), generator=rng))), timeout=30)
+    got = sub.call("ddpm_sample", Ref(gaussian_eps_model, m, C, alpha_bar), x_T, betas, alpha_bar,
+                   generator=Ref(generator, int(torch.randint(0, 2 ** 30, (1,), generator=rng))), timeout=30)
     expect(isinstance(got, torch.Tensor) and tuple(got.shape) == (n, 2),
            f"ddpm_sample should return the final samples with x_T's shape ({n}, 2); got "
            f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}.")
@@ -401,8 +402,8 @@ def test_ddpm_sample_coarse_schedule(sub, rng):
     n = 6000
     for variance in ("beta", "tilde"):
         x_T = torch.randn(n, 2, generator=rng)
-        got = sub.call("ddpm_sample", Ref("gaussian_eps_model", m, C, alpha_bar), x_T, betas, alpha_bar,
-                       generator=Ref("generator", int(torch.randint(0, 2 ** 30, (1,), generator=rng))),
+        got = sub.call("ddpm_sample", Ref(gaussian_eps_model, m, C, alpha_bar), x_T, betas, alpha_bar,
+                       generator=Ref(generator, int(torch.randint(0, 2 ** 30, (1,), generator=rng))),
                        variance=variance)
         expect(isinstance(got, torch.Tensor) and tuple(got.shape) == (n, 2),
                f"ddpm_sample should return the final samples with x_T's shape ({n}, 2).")
@@ -417,12 +418,12 @@ def test_ddpm_sample_coarse_schedule(sub, rng):
 def test_ddpm_sample_uses_generator(sub, rng):
     """ddpm_sample draws its noise from the generator: the same seed gives the same images"""
     betas, alpha_bar = short_schedule()
-    ref = Ref("pixel_eps_model", 0.5, 1.0, SHORT_T)
+    ref = Ref(pixel_eps_model, 0.5, 1.0, SHORT_T)
     x_T = torch.randn(3, 1, 4, 4, generator=rng)
-    first = sub.call("ddpm_sample", ref, x_T, betas, alpha_bar, generator=Ref("generator", 7))
+    first = sub.call("ddpm_sample", ref, x_T, betas, alpha_bar, generator=Ref(generator, 7))
     expect(isinstance(first, torch.Tensor) and tuple(first.shape) == (3, 1, 4, 4),
            "ddpm_sample on images (3, 1, 4, 4) should return samples of the same shape.")
-    again = sub.call("ddpm_sample", ref, x_T, betas, alpha_bar, generator=Ref("generator", 7))
+    again = sub.call("ddpm_sample", ref, x_T, betas, alpha_bar, generator=Ref(generator, 7))
     expect(torch.equal(first, again), "two calls of ddpm_sample with generators seeded alike gave different samples.",
            "Hint: draw every z with torch.randn(x.shape, generator=generator) (the global RNG is not reproducible).")
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import torch
 
 from course import ddim
-from grader.engine.api import Hint, Ref, expect, expect_close, expect_moments, exercise, matches
-from grader.public.nb04_ddim import build, linear_alpha_bar
+from course.schedules import make_alpha_bar
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_moments, matches
+from grader.public.nb04_ddim import gaussian_model, generator, random_net
 
 T = 1000
-ALPHA_BAR = linear_alpha_bar(T)
+ALPHA_BAR = make_alpha_bar(T)
 T_NET = 100  # the small random network runs on a shorter schedule
-ALPHA_BAR_NET = linear_alpha_bar(T_NET)
+ALPHA_BAR_NET = make_alpha_bar(T_NET)
 
 
 def random_gaussian(rng, d=2):
@@ -190,12 +191,12 @@ def test_ddim_sample_values_with_noise(sub, rng):
     n_steps = int(torch.randint(5, 12, (1,), generator=rng))
     ts = ddim.ddim_timesteps(T_NET, n_steps)
     seed = int(torch.randint(0, 2 ** 30, (1,), generator=rng))
-    ref = Ref("random_net", seed % 1000, T_NET)
+    ref = Ref(random_net, seed % 1000, T_NET)
     model = build(ref)
     x_T = points(rng, 32)
     expected = ddim.ddim_sample(model, x_T, ts, ALPHA_BAR_NET, 0.6, torch.Generator().manual_seed(seed))
     path = [int(t) for t in ts]
-    got = sub.call("ddim_sample", ref, x_T, ts, ALPHA_BAR_NET, eta=0.6, generator=Ref("generator", seed))
+    got = sub.call("ddim_sample", ref, x_T, ts, ALPHA_BAR_NET, eta=0.6, generator=Ref(generator, seed))
     expect_close(got, expected, f"ddim_sample(model, x_T, {n_steps} timesteps, alpha_bar, eta=0.6, generator)",
                  rtol=1e-4, atol=1e-4, hints=[
                      Hint(lambda: ddim.ddim_sample(model, x_T, ts, ALPHA_BAR_NET, 0.0),
@@ -214,10 +215,10 @@ def test_ddim_sample_reproducible(sub, rng):
     """ddim_sample with eta = 1 gives the same samples for the same seed"""
     ts = ddim.ddim_timesteps(T_NET, 6)
     x_T = points(rng, 16)
-    a = sub.call("ddim_sample", Ref("random_net", 3, T_NET), x_T, ts, ALPHA_BAR_NET, eta=1.0, generator=Ref("generator", 5))
-    b = sub.call("ddim_sample", Ref("random_net", 3, T_NET), x_T, ts, ALPHA_BAR_NET, eta=1.0, generator=Ref("generator", 5))
+    a = sub.call("ddim_sample", Ref(random_net, 3, T_NET), x_T, ts, ALPHA_BAR_NET, eta=1.0, generator=Ref(generator, 5))
+    b = sub.call("ddim_sample", Ref(random_net, 3, T_NET), x_T, ts, ALPHA_BAR_NET, eta=1.0, generator=Ref(generator, 5))
     expect_close(a, b, "two calls of ddim_sample with the same seed", hints=[])
-    expect(not matches(a, ddim.ddim_sample(build(Ref("random_net", 3, T_NET)), x_T, ts, ALPHA_BAR_NET, 0.0)),
+    expect(not matches(a, ddim.ddim_sample(build(Ref(random_net, 3, T_NET)), x_T, ts, ALPHA_BAR_NET, 0.0)),
            "ddim_sample with eta = 1 returned the deterministic (eta = 0) samples.",
            "Hint: eta must reach ddim_step (and z must be drawn) so that eta > 0 adds noise.")
 
@@ -230,8 +231,8 @@ def test_ddim_sample_gaussian_oracle_exact_law(sub, rng):
     x_T = torch.randn(4000, 2, generator=rng)
     for eta in (0.0, 1.0):
         mean, cov = ddim.gaussian_ddim_moments(m, C, ts, ALPHA_BAR, eta)
-        got = sub.call("ddim_sample", Ref("gaussian_model", m, C, ALPHA_BAR), x_T, ts, ALPHA_BAR, eta=eta,
-                       generator=Ref("generator", 11))
+        got = sub.call("ddim_sample", Ref(gaussian_model, m, C, ALPHA_BAR), x_T, ts, ALPHA_BAR, eta=eta,
+                       generator=Ref(generator, 11))
         expect_moments(got, mean, cov, f"ddim_sample(exact Gaussian predictor, 10 steps, eta={eta:g})")
 
 
@@ -240,7 +241,7 @@ def test_ddim_sample_gaussian_oracle_matches_data(sub, rng):
     """deterministic DDIM with the exact predictor of Gaussian data and 200 steps samples the data"""
     m, C = random_gaussian(rng)
     x_T = torch.randn(3000, 2, generator=rng)
-    got = sub.call("ddim_sample", Ref("gaussian_model", m, C, ALPHA_BAR), x_T, ddim.ddim_timesteps(T, 200),
+    got = sub.call("ddim_sample", Ref(gaussian_model, m, C, ALPHA_BAR), x_T, ddim.ddim_timesteps(T, 200),
                    ALPHA_BAR, eta=0.0)
     expect_moments(got, m, C, "DDIM samples (eta=0, 200 steps, exact predictor) against the data N(m, C)")
 
@@ -252,7 +253,7 @@ def test_ddim_invert_values(sub, rng):
     n_steps = int(torch.randint(4, 10, (1,), generator=rng))
     top = int(torch.randint(40, 70, (1,), generator=rng))
     ts = torch.linspace(top, 0, n_steps).round().long()  # a descending sub-sequence ending at 0
-    ref = Ref("random_net", int(torch.randint(0, 1000, (1,), generator=rng)), T_NET)
+    ref = Ref(random_net, int(torch.randint(0, 1000, (1,), generator=rng)), T_NET)
     model = build(ref)
     x0 = points(rng, 32)
     up = [-1] + [int(t) for t in ts.flip(0)]
@@ -276,7 +277,7 @@ def test_ddim_invert_reconstructs_with_exact_oracle(sub, rng):
     m, C = random_gaussian(rng)
     x0 = m + torch.randn(256, 2, generator=rng) @ torch.linalg.cholesky(C).T
     ts = ddim.ddim_timesteps(T, 500)
-    ref = Ref("gaussian_model", m, C, ALPHA_BAR)
+    ref = Ref(gaussian_model, m, C, ALPHA_BAR)
     codes = sub.call("ddim_invert", ref, x0, ts, ALPHA_BAR)
     expect(isinstance(codes, torch.Tensor) and tuple(codes.shape) == tuple(x0.shape),
            f"ddim_invert should return codes with x0's shape {tuple(x0.shape)}.")

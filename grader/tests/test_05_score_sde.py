@@ -8,8 +8,8 @@ import math
 import torch
 
 from course import flows, gmm, score, sde
-from grader.engine.api import Hint, Ref, expect, expect_close, expect_moments, exercise
-from grader.public.nb05_score_sde import build
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_moments
+from grader.public.nb05_score_sde import gaussian_score, toy_score_model, vp, vp_mixture_score
 
 
 def random_mixture(rng, k=3, d=2):
@@ -110,7 +110,7 @@ def test_gmm_score_is_gradient(sub, rng):
 @exercise("dsm_loss")
 def test_dsm_loss_toy_model(sub, rng):
     """dsm_loss with a toy score model that depends on x and sigma"""
-    ref = Ref("toy_score_model", torch.randn(2, 2, generator=rng), torch.randn(2, generator=rng))
+    ref = Ref(toy_score_model, torch.randn(2, 2, generator=rng), torch.randn(2, generator=rng))
     model = build(ref)
     x0, noise = points(rng, 24), torch.randn(24, 2, generator=rng)
     sigma = torch.rand(24, generator=rng) * 1.5 + 0.1
@@ -137,7 +137,7 @@ def test_dsm_loss_toy_model(sub, rng):
 @exercise("dsm_loss")
 def test_dsm_loss_zero_for_exact_score(sub, rng):
     """dsm_loss of the exact score of a perturbed point mass: residual zero on average? (sanity: scalar)"""
-    ref = Ref("toy_score_model", torch.zeros(3, 3), torch.zeros(3))
+    ref = Ref(toy_score_model, torch.zeros(3, 3), torch.zeros(3))
     x0, noise = points(rng, 8, 3), torch.randn(8, 3, generator=rng)
     sigma = torch.full((8,), 0.7)
     got = sub.call("dsm_loss", ref, x0, sigma, noise)
@@ -152,7 +152,7 @@ def test_langevin_step_random(sub, rng):
     """langevin_step on a Gaussian score with a random step size"""
     mu = torch.randn(2, generator=rng)
     s, h = 0.7, float(torch.rand(1, generator=rng)) * 0.05 + 0.01
-    ref = Ref("gaussian_score", mu, s)
+    ref = Ref(gaussian_score, mu, s)
     x, z = points(rng, 20), torch.randn(20, 2, generator=rng)
     sc = build(ref)(x)
     got = sub.call("langevin_step", ref, x, h, z)
@@ -173,7 +173,7 @@ def test_langevin_chain_stationary(sub, rng):
     mu, s, h = torch.tensor([0.5, -1.0]), 1.0, 0.01
     x = mu + s * torch.randn(4000, 2, generator=rng)
     z = torch.randn(4000, 2, generator=rng)
-    got = sub.call("langevin_step", Ref("gaussian_score", mu, s), x, h, z)
+    got = sub.call("langevin_step", Ref(gaussian_score, mu, s), x, h, z)
     var = ((1 - h / s ** 2) ** 2 * s ** 2 + 2 * h)
     expect_moments(got, mu, torch.eye(2) * var, "one Langevin step from N(mu, I)", hints=[
         Hint(lambda m, c: float(c.diagonal().mean()) < 0.995, "the noise is too small: it is sqrt(2 step_size) z.")])
@@ -256,7 +256,7 @@ def test_vp_sde_schedule_arguments(sub, rng):
 def test_reverse_sde_step_vp_mixture(sub, rng):
     """reverse_sde_step on the VP SDE with an exact mixture score"""
     means, stds, weights = random_mixture(rng)
-    score_ref, sde_ref = Ref("vp_mixture_score", means, stds, weights), Ref("vp")
+    score_ref, sde_ref = Ref(vp_mixture_score, means, stds, weights), Ref(vp)
     x, t, z = points(rng, 24), times(rng, 24), torch.randn(24, 2, generator=rng)
     dt = 0.02
     s = build(score_ref)(x, t)
@@ -284,7 +284,7 @@ def test_reverse_sde_step_keeps_gaussian(sub, rng):
     # For data N(0, I) under the VP SDE, p_t = N(0, I) for all t: the reverse step must keep it.
     x, z = torch.randn(4000, 2, generator=rng), torch.randn(4000, 2, generator=rng)
     t = torch.full((4000,), 0.5)
-    got = sub.call("reverse_sde_step", Ref("vp_mixture_score", [[0.0, 0.0]], [1.0], [1.0]), x, t, 0.01, z, Ref("vp"))
+    got = sub.call("reverse_sde_step", Ref(vp_mixture_score, [[0.0, 0.0]], [1.0], [1.0]), x, t, 0.01, z, Ref(vp))
     beta = float(sde.vp_beta(torch.tensor(0.5)))
     var = (1 - 0.5 * beta * 0.01) ** 2 + beta * 0.01  # drift f - g^2 s = beta x / 2
     expect_moments(got, torch.zeros(2), torch.eye(2) * var, "one reverse step from N(0, I)")
@@ -295,7 +295,7 @@ def test_reverse_sde_step_keeps_gaussian(sub, rng):
 def test_pf_ode_drift_vp_mixture(sub, rng):
     """pf_ode_drift on the VP SDE with an exact mixture score"""
     means, stds, weights = random_mixture(rng)
-    score_ref, sde_ref = Ref("vp_mixture_score", means, stds, weights), Ref("vp")
+    score_ref, sde_ref = Ref(vp_mixture_score, means, stds, weights), Ref(vp)
     x, t = points(rng, 24), times(rng, 24)
     s = build(score_ref)(x, t)
     f, g = sde.vp_sde(x, t)
@@ -393,7 +393,7 @@ def test_pc_sample_mixture_weights(sub, rng):
 def test_pf_ode_log_prob_mixture(sub, rng):
     """pf_ode_log_prob with the exact score matches the true mixture log density"""
     means, stds, weights = random_mixture(rng, 3)
-    score_ref, sde_ref = Ref("vp_mixture_score", means, stds, weights), Ref("vp")
+    score_ref, sde_ref = Ref(vp_mixture_score, means, stds, weights), Ref(vp)
     x = gmm.GaussianMixture(means, stds, weights).sample(32, rng)
     true = gmm.gmm_log_prob(x, means, stds, weights)
     n_steps = 40
@@ -421,7 +421,7 @@ def test_pf_ode_log_prob_gaussian_closed_form(sub, rng):
     mu = torch.randn(1, 2, generator=rng)
     s = 0.5 + float(torch.rand(1, generator=rng)) * 0.5
     x = mu + s * torch.randn(16, 2, generator=rng)
-    got = sub.call("pf_ode_log_prob", Ref("vp_mixture_score", mu, [s], [1.0]), x, Ref("vp"), 30, timeout=30)
+    got = sub.call("pf_ode_log_prob", Ref(vp_mixture_score, mu, [s], [1.0]), x, Ref(vp), 30, timeout=30)
     expected = gmm.gmm_log_prob(x, mu, torch.tensor([s]), torch.ones(1))
     expect_close(got, expected, "pf_ode_log_prob for N(mu, s^2 I) data", rtol=0.0, atol=0.05)
 

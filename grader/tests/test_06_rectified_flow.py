@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from course import rectified_flow as rf
 from course import velocity
 from course.gmm import gmm_score, noised_gmm_log_prob_and_score
-from grader.engine.api import Hint, Mismatch, Ref, expect, expect_close, expect_moments, expect_scalar, exercise, matches
-from grader.public.nb06_rectified_flow import build, check_logit_normal, expect_pair, sorted_rows
+from grader.engine.api import Hint, Mismatch, Ref, build, exercise, expect, expect_close, expect_moments, expect_scalar, matches
+from grader.public.nb06_rectified_flow import (check_logit_normal, expect_pair, generator, gmm_velocity, sorted_rows,
+                                               tanh_velocity, tiny_mlp)
 
 
 def points(rng, n=64, d=2):
@@ -24,7 +25,7 @@ def times(rng, n=64, lo=0.05, hi=0.95):
 
 
 def random_tanh_velocity(rng, d=2):
-    return Ref("tanh_velocity", torch.randn(d, d, generator=rng), torch.randn(d, generator=rng), 0.8)
+    return Ref(tanh_velocity, torch.randn(d, d, generator=rng), torch.randn(d, generator=rng), 0.8)
 
 
 def random_mixture(rng, k=3, d=2):
@@ -103,9 +104,9 @@ def test_cfm_loss_network(sub, rng):
     """cfm_loss with a small network on 3-dimensional points"""
     x0, x1, t = points(rng, 32, 3), points(rng, 32, 3), torch.rand(32, generator=rng)
     seed = int(torch.randint(0, 1000, (1,), generator=rng))
-    net = build(Ref("tiny_mlp", seed, 3))
+    net = build(Ref(tiny_mlp, seed, 3))
     expected = rf.cfm_loss(net, x0, x1, t)
-    expect_scalar(sub.call("cfm_loss", Ref("tiny_mlp", seed, 3), x0, x1, t), float(expected),
+    expect_scalar(sub.call("cfm_loss", Ref(tiny_mlp, seed, 3), x0, x1, t), float(expected),
                   "cfm_loss(net, x0, x1, t) for a TimeMLP", rtol=1e-4)
 
 
@@ -141,7 +142,7 @@ def test_sample_ode_exact_mixture_velocity(sub, rng):
     means, stds, weights = random_mixture(rng, k=2)
     n = 4000
     x0 = points(rng, n)
-    got = sub.call("sample_ode", Ref("gmm_velocity", means, stds, weights), x0, 100)
+    got = sub.call("sample_ode", Ref(gmm_velocity, means, stds, weights), x0, 100)
     mean, cov = mixture_moments(means, stds, weights)
     expect_moments(got, mean, cov, "sample_ode(v_exact, x0 ~ N(0, I), 100)", n_sigma=6.0)
 
@@ -182,9 +183,9 @@ def test_straightness_exact_velocity(sub, rng):
     """straightness of the exact 1-rectified flow of a mixture is far from 0"""
     means, stds, weights = random_mixture(rng, k=3)
     x0 = points(rng, 256)
-    v = build(Ref("gmm_velocity", means, stds, weights))
+    v = build(Ref(gmm_velocity, means, stds, weights))
     expected = float(rf.straightness(v, x0, 20))
-    got = sub.call("straightness", Ref("gmm_velocity", means, stds, weights), x0, 20)
+    got = sub.call("straightness", Ref(gmm_velocity, means, stds, weights), x0, 20)
     expect_scalar(got, expected, "straightness(v_exact, x0, 20)", rtol=1e-3,
                   hints=[Hint(straightness_variants(v, x0, 20)["no_square"], "square the norm.")])
 
@@ -195,9 +196,9 @@ def test_reflow_pairs_network(sub, rng):
     """reflow_pairs with a small network: (x0, the Euler end point of x0)"""
     seed = int(torch.randint(0, 1000, (1,), generator=rng))
     x0, n = points(rng, 48), 6
-    net = build(Ref("tiny_mlp", seed))
+    net = build(Ref(tiny_mlp, seed))
     x1_hat = rf.sample_ode(net, x0, n)
-    got = expect_pair(sub.call("reflow_pairs", Ref("tiny_mlp", seed), x0, n), f"reflow_pairs(v, x0, n_steps={n})")
+    got = expect_pair(sub.call("reflow_pairs", Ref(tiny_mlp, seed), x0, n), f"reflow_pairs(v, x0, n_steps={n})")
     expect_close(got[0], x0, "the first element of the pair (the noise x0 itself)", hints=[
         Hint(x1_hat, "the pair is (x0, x1_hat), noise first: you returned it in the other order.")])
     if hasattr(got[1], "shape") and tuple(got[1].shape) == tuple(x1_hat.shape) and not matches(got[1], x1_hat) \
@@ -320,7 +321,7 @@ def test_logit_normal_shifted(sub, rng):
     s = 1.4 + 0.4 * float(torch.rand(1, generator=rng))
     n = 20000
     seed = int(torch.randint(0, 10_000, (1,), generator=rng))
-    got = sub.call("logit_normal_t", n, m, s, generator=Ref("generator", seed))
+    got = sub.call("logit_normal_t", n, m, s, generator=Ref(generator, seed))
     check_logit_normal(got, n, m, s, f"logit_normal_t({n}, m={m:.3f}, s={s:.3f})")
 
 
@@ -328,7 +329,7 @@ def test_logit_normal_shifted(sub, rng):
 def test_logit_normal_uses_generator(sub, rng):
     """logit_normal_t draws from the generator it is given (reproducible)"""
     m, s, n, seed = 0.3, 0.8, 256, int(torch.randint(0, 10_000, (1,), generator=rng))
-    got = sub.call("logit_normal_t", n, m=m, s=s, generator=Ref("generator", seed))
+    got = sub.call("logit_normal_t", n, m=m, s=s, generator=Ref(generator, seed))
     expected = torch.sigmoid(m + s * torch.randn(n, generator=torch.Generator().manual_seed(seed)))
     if matches(got, expected, rtol=1e-4, atol=1e-5):
         return

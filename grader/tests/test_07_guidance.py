@@ -8,15 +8,16 @@ import torch
 
 from course import guidance
 from course.ddim import ddim_sample, ddim_timesteps
-from grader.engine.api import Hint, Mismatch, Ref, expect, expect_close, expect_tensor, exercise
-from grader.public.nb07_guidance import (alpha_bar_of, build, cfg_mistakes, classifier_mistakes,
-                                         ring_mixture, sample_mistakes)
+from course.schedules import make_alpha_bar
+from grader.engine.api import Hint, Mismatch, Ref, build, exercise, expect, expect_close, expect_tensor
+from grader.public.nb07_guidance import (cfg_mistakes, classifier_mistakes, generator,
+                                         oracle_eps_model, random_image_eps_model, ring_mixture, sample_mistakes)
 
 
 def _noised_pair(rng, n=64, T=1000):
     """Points x_t of a labelled ring mixture at random steps, with (mean_coef, std) and labels."""
     mix = ring_mixture()
-    alpha_bar = alpha_bar_of(T)
+    alpha_bar = make_alpha_bar(T)
     t = torch.randint(0, T, (n,), generator=rng)
     x0, y = mix.sample(n, rng)
     ab = alpha_bar[t]
@@ -32,7 +33,7 @@ def test_drop_labels_statistics(sub, rng):
     y = torch.randint(0, n_classes, (n,), generator=rng)
     p = 0.15 + 0.1 * float(torch.rand(1, generator=rng))
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=rng))
-    got = expect_tensor(sub.call("drop_labels", y, p, n_classes, generator=Ref("generator", seed)),
+    got = expect_tensor(sub.call("drop_labels", y, p, n_classes, generator=Ref(generator, seed)),
                         "drop_labels(y, p_uncond, null_label)", shape=(n,), dtype=None)
     expect(got.dtype == torch.int64, f"drop_labels should return labels as int64 (long), got {got.dtype}.",
            "Hint: torch.where(mask, torch.full_like(y, null_label), y) keeps y's dtype.")
@@ -76,7 +77,7 @@ def test_drop_labels_uses_generator_and_keeps_input(sub, rng):
 def test_drop_labels_null_index(sub, rng):
     """drop_labels with p_uncond = 1 and another null label"""
     y = torch.randint(0, 3, (50,), generator=rng)
-    got = sub.call("drop_labels", y, 1.0, 3, generator=Ref("generator", 1))
+    got = sub.call("drop_labels", y, 1.0, 3, generator=Ref(generator, 1))
     expect_close(got, torch.full_like(y, 3), "drop_labels(y, p_uncond=1, null_label=3)", hints=[
         Hint(y, "with p_uncond = 1 every label must be dropped: no label was dropped, or you drop with "
                 "probability 1 - p_uncond."),
@@ -123,8 +124,8 @@ def test_cfg_combine_exact_scores(sub, rng):
 def test_guided_sample_oracle(sub, rng):
     """guided_sample with the exact eps of a labelled mixture, 10 DDIM steps"""
     T, n_steps = 1000, 10
-    ref = Ref("oracle_eps_model", T)
-    model, alpha_bar = build(ref), alpha_bar_of(T)
+    ref = Ref(oracle_eps_model, T)
+    model, alpha_bar = build(ref), make_alpha_bar(T)
     x_T = torch.randn(64, 2, generator=rng)
     y = torch.randint(0, 3, (64,), generator=rng)
     w = float(torch.tensor([1.5, 2.5, 4.0])[torch.randint(0, 3, (1,), generator=rng)])
@@ -139,8 +140,8 @@ def test_guided_sample_oracle(sub, rng):
 def test_guided_sample_images(sub, rng):
     """guided_sample on (B, 1, 4, 4) images with a nonlinear conditional network, cosine schedule"""
     T, n_steps = 200, 8
-    ref = Ref("random_image_eps_model", int(torch.randint(0, 10_000, (1,), generator=rng)))
-    model, alpha_bar = build(ref), alpha_bar_of(T, "cosine")
+    ref = Ref(random_image_eps_model, int(torch.randint(0, 10_000, (1,), generator=rng)))
+    model, alpha_bar = build(ref), make_alpha_bar(T, "cosine")
     x_T = torch.randn(12, 1, 4, 4, generator=rng)
     y = torch.randint(0, 4, (12,), generator=rng)
     timesteps = ddim_timesteps(T, n_steps)
@@ -154,8 +155,8 @@ def test_guided_sample_images(sub, rng):
 def test_guided_sample_w0_is_conditional_ddim(sub, rng):
     """guided_sample with w = 0 is plain conditional DDIM"""
     T = 1000
-    ref = Ref("oracle_eps_model", T)
-    model, alpha_bar = build(ref), alpha_bar_of(T)
+    ref = Ref(oracle_eps_model, T)
+    model, alpha_bar = build(ref), make_alpha_bar(T)
     x_T = torch.randn(32, 2, generator=rng)
     y = torch.randint(0, 3, (32,), generator=rng)
     timesteps = ddim_timesteps(T, 12)
