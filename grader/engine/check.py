@@ -69,26 +69,24 @@ def check(exercise: str, namespace: dict | None = None, _depth: int = 1, quiet: 
     sub = InProcessSubmission(ns, spec.public_module, spec.library)
     sub.current_exercise = exercise
     tests = tests_of(spec.manifest(), exercise)
-    failures: list[str] = []
+    failures: list[str] = []  # feedback lines
+    n_failed = 0
     for test in tests:
         rng = torch.Generator().manual_seed(zlib.crc32(test.__name__.encode()))
         label = (test.__doc__ or test.__name__).strip().splitlines()[0]
         try:
             test(sub, rng)
         except Exception as exc:  # noqa: BLE001 - every failure becomes feedback
+            n_failed += 1
             _, lines = feedback_for(exc, label)
             failures.extend(lines)
-    if failures:
-        lines = [f"✗ {exercise}: {len(tests) - _count_failed(failures)} of {len(tests)} public checks passed."] + [
+    if n_failed:
+        lines = [f"✗ {exercise}: {len(tests) - n_failed} of {len(tests)} public checks passed."] + [
             "  " + line.replace("\n", "\n    ") for line in failures]
         raise CheckFailed(lines)
     if not quiet:
         print(f"✓ {exercise}: all {len(tests)} public checks passed. (The grader runs more, hidden, tests.)")
     return True
-
-
-def _count_failed(lines: list[str]) -> int:
-    return sum(1 for line in lines if line.startswith("["))
 
 
 # ------------------------------------------------------------------------------------------------

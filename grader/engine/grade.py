@@ -41,7 +41,7 @@ def grade_notebook(path: str | Path, exercise: str | None = None, seed: int | No
     nid = notebook_id or nbmod.notebook_id(nb, path)
     if nid is None:
         raise GraderError(f"cannot tell which course notebook {path} is: name it like "
-                          "'01_toy_flows.ipynb' or pass --notebook")
+                          "'01_toy_flows.ipynb' or pass --notebook-id")
     try:
         spec = registry.spec_for(nid)
         exercises = spec.exercises
@@ -49,7 +49,7 @@ def grade_notebook(path: str | Path, exercise: str | None = None, seed: int | No
         raise GraderError(str(exc)) from None
     if exercise is not None and exercise not in exercises:
         raise GraderError(f"notebook {nid} has no exercise {exercise!r} (it has: {', '.join(exercises)})")
-    parsed = nbmod.parse(path, exercises)
+    parsed = nbmod.parse(nb, exercises, path)  # the notebook is read once, above
     wanted = [exercise] if exercise else list(exercises)
 
     preset: dict[str, dict] = {}  # exercises decided before running anything

@@ -120,8 +120,9 @@ def id_conflict(nb: nbformat.NotebookNode, path: str | Path, known) -> str | Non
     return None
 
 
-def parse(path: str | Path, exercises) -> ParsedNotebook:
-    nb = read_notebook(path)
+def parse(nb: nbformat.NotebookNode, exercises, path: str | Path) -> ParsedNotebook:
+    """The cells the grader runs (setup and answer cells, in order) of a notebook already read
+    with :func:`read_notebook` from ``path``, and each exercise's answer source."""
     cells, sources = [], {}
     for cell in nb.cells:
         if cell.get("cell_type") != "code":
@@ -134,13 +135,6 @@ def parse(path: str | Path, exercises) -> ParsedNotebook:
             if gid in exercises:
                 sources[gid] = cell.source
     return ParsedNotebook(notebook_id(nb, path), cells, sources)
-
-
-def parse_with_id(path, exercises_for):
-    """Parse once the notebook id is known: ``exercises_for(id) -> names``."""
-    nb = read_notebook(path)
-    nid = notebook_id(nb, path)
-    return parse(path, exercises_for(nid) if nid else ())
 
 
 def library_use(source: str, exercise: str) -> str | None:
