@@ -199,3 +199,22 @@ def test_judge_is_accurate_and_fid_separates():
     same = judge.frechet_distance(x[:150], x[150:300])
     noise = judge.frechet_distance(x[:150], torch.rand_like(x[:150]) * 2 - 1)
     assert noise > 5 * same
+
+
+def test_floor_is_measured_like_the_model():
+    """Does floor_and_spread score fresh data with the model's own score, so data itself sits at the floor?"""
+    from course import metrics
+    from course.data2d import eight_gaussians_mixture
+
+    mix = eight_gaussians_mixture()
+    g = torch.Generator().manual_seed(0)
+    reference = mix.sample(2000, g)
+
+    def score(x):
+        return metrics.sliced_wasserstein(x, reference, generator=torch.Generator().manual_seed(3))
+
+    floor, spread = metrics.floor_and_spread(score, lambda n: mix.sample(n, g), 2000, repeats=8)
+    assert spread > 0
+    perfect = [score(mix.sample(2000, g)) for _ in range(5)]  # a perfect sampler
+    assert sum(metrics.within_noise(v, floor, spread, k=3) for v in perfect) >= 4
+    assert not metrics.within_noise(score(mix.sample(2000, g) * 1.3), floor, spread)  # a too-wide sampler
