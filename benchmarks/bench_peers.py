@@ -15,7 +15,7 @@ Recipes
 - course ``ddpm_ddim`` (notebooks 03-04): TimeMLP eps-model, the simple loss, linear schedule T = 1000,
   Adam 2e-3, batch 512, EMA 0.999; sampled by DDIM (eta = 0), 50 steps.
 - course ``rectified_flow`` (06): TimeMLP velocity, conditional flow matching, same optimiser; Euler, 50 steps.
-- course ``edm_dpmpp`` (09): TimeMLP with EDM preconditioning and loss (ln sigma ~ N(P_mean, 1.2^2), P_mean
+- course ``edm_dpmpp`` (09): ``course.edm.EDMMLP`` with EDM preconditioning and loss (ln sigma ~ N(P_mean, 1.2^2), P_mean
   scaled to sigma_data); DPM-Solver++(2M) on 16 Karras levels (16 NFE).
 - ``torchcfm`` (optional: ``pip install torchcfm``): its README / 2D tutorial recipe: ``ConditionalFlowMatcher``,
   ``torchcfm.models.MLP(w=64, time_varying=True)``, Adam 1e-3, batch 256, source N(0, I); sampled with
@@ -46,7 +46,7 @@ import torch  # noqa: E402
 from course import data2d, metrics  # noqa: E402
 from course.ddim import ddim_sample, ddim_timesteps  # noqa: E402
 from course.ddpm import ddpm_loss  # noqa: E402
-from course.edm import GMMDenoiser, edm_denoiser, edm_loss, karras_sigmas, lognormal_sigmas  # noqa: E402
+from course.edm import EDMMLP, GMMDenoiser, edm_denoiser, edm_loss, karras_sigmas, lognormal_sigmas  # noqa: E402
 from course.nets import TimeMLP  # noqa: E402
 from course.rectified_flow import cfm_loss, sample_ode  # noqa: E402
 from course.samplers import dpmpp_2m_sampler  # noqa: E402
@@ -108,7 +108,7 @@ def course_rectified_flow(sample_data, gen):
 
 
 def course_edm_dpmpp(sample_data, gen, sigma_data):
-    net = TimeMLP(dim=2, hidden=128, depth=3, emb_dim=32, time_scale=250.0)
+    net = EDMMLP(dim=2, hidden=128, depth=3)
     ema, opt = EMA(net, 0.999), torch.optim.Adam(net.parameters(), lr=2e-3)
     p_mean = -1.2 + math.log(sigma_data / 0.5)
     sigmas = karras_sigmas(16, 0.01, 80.0)

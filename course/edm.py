@@ -205,5 +205,27 @@ def vp_eps_to_denoiser(eps_model, alpha_bar: torch.Tensor):
 __all__ = [
     "karras_sigmas", "edm_precond", "edm_denoiser", "edm_loss_weight", "edm_loss", "lognormal_sigmas",
     "gmm_denoiser", "GMMDenoiser", "pf_ode_derivative", "x0_to_eps", "eps_to_x0", "v_target", "v_to_x0",
-    "vp_sigmas", "sigma_to_step", "vp_eps_to_denoiser",
+    "vp_sigmas", "sigma_to_step", "vp_eps_to_denoiser", "EDMMLP",
 ]
+
+
+class EDMMLP(torch.nn.Module):
+    """A raw network F(x_in, c_noise) for 2D points: an MLP on [x_in, c_noise] (SiLU, ``depth`` hidden layers).
+
+    c_noise = ln(sigma) / 4 enters as one more input, unembedded: EDM feeds it to a positional embedding
+    of small arguments, which is this up to a linear map. (On the 2D mixtures of notebook 09 the course's
+    ``TimeMLP``, whose sinusoidal embedding is made for times spanning 0..1000, collapsed to F = 0 under
+    EDM's loss; this network learns.)
+    """
+
+    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3):
+        super().__init__()
+        layers: list[torch.nn.Module] = [torch.nn.Linear(dim + 1, hidden), torch.nn.SiLU()]
+        for _ in range(depth - 1):
+            layers += [torch.nn.Linear(hidden, hidden), torch.nn.SiLU()]
+        layers.append(torch.nn.Linear(hidden, dim))
+        self.net = torch.nn.Sequential(*layers)
+
+    def forward(self, x_in: torch.Tensor, c_noise) -> torch.Tensor:
+        c_noise = time_batch(c_noise, x_in)  # (B,)
+        return self.net(torch.cat([x_in, c_noise[:, None]], dim=-1))
