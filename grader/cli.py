@@ -9,6 +9,7 @@
   instructor (docs/INSTRUCTOR.md):
     course init-class DIR            an nbgrader course directory from solutions/
     course autograde DIR [--assignment A] [--workers N]   grade submitted/ in the sandbox, into the gradebook
+    course gradescope NN OUT.zip     a Gradescope autograder for one notebook (hidden tests inside)
     course bundle OUT [--through NN | --class DIR]   what students receive: notebooks, library,
                                      public tests only (staged: no reference of NN or later exercises)
     course publish DIR NN            record in DIR/published.json that notebooks up to NN are released
@@ -23,7 +24,7 @@ import sys
 from pathlib import Path
 
 from grader.engine.grade import GraderError, grade_notebook
-from grader.engine.report import format_table, to_gradescope, write_json
+from grader.engine.report import format_table, write_json
 from grader.paths import NOTEBOOKS, ROOT, SOLUTIONS
 from grader.workflows.autograde import Options, autograde
 from grader.workflows.bundle import build_bundle
@@ -49,7 +50,9 @@ def cmd_grade(args) -> int:
     if args.json:
         write_json(report, args.json)
     if args.results_json:
-        write_json(to_gradescope(report), args.results_json)
+        from grader.workflows.gradescope import results_json
+
+        write_json(results_json(report), args.results_json)
     return 0
 
 
@@ -157,6 +160,19 @@ def cmd_similarity(args) -> int:
     return 0
 
 
+def cmd_gradescope(args) -> int:
+    from grader.workflows.gradescope import build_gradescope
+
+    try:
+        out = build_gradescope(args.notebook, Path(args.out), force=args.force, budget_s=args.budget)
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
+        print(f"course gradescope: {exc}", file=sys.stderr)
+        return 2
+    print(f"Gradescope autograder written to {out} (upload it on the assignment's Configure Autograder page; "
+          "see docs/INSTRUCTOR.md)")
+    return 0
+
+
 def cmd_progress(args) -> int:
     from grader.workflows.progress import default_notebooks_dir
 
@@ -244,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="similarity (0..1, token 4-gram Jaccard) from which a pair is flagged (default 0.7)")
     p.add_argument("--out", help="where the HTML and CSV reports go (default DIR/similarity/)")
     p.set_defaults(func=cmd_similarity)
+
+    p = sub.add_parser("gradescope", help="build a Gradescope autograder zip for one notebook")
+    p.add_argument("notebook", metavar="NN", help="the notebook (NN or NN_name)")
+    p.add_argument("out", metavar="OUT.zip")
+    p.add_argument("--force", action="store_true", help="replace OUT.zip if it exists")
+    p.add_argument("--budget", type=float, default=600.0, help="seconds for grading one notebook (default 600)")
+    p.set_defaults(func=cmd_gradescope)
 
     p = sub.add_parser("progress", help="your current score on every notebook's exercises")
     p.add_argument("--dir", help="your notebooks (default: the repository's notebooks/; in an installed "
