@@ -8,7 +8,8 @@
 
   instructor (docs/INSTRUCTOR.md):
     course init-class DIR            an nbgrader course directory from solutions/
-    course autograde DIR [--assignment A] [--workers N]   grade submitted/ in the sandbox, into the gradebook
+    course autograde DIR [--assignment A] [--workers N] [--student ID]   grade submitted/ in the sandbox,
+                                     into the gradebook (nbgrader autograde is refused there)
     course gradescope NN OUT.zip     a Gradescope autograder for one notebook (hidden tests inside)
     course bundle OUT [--through NN | --class DIR]   what students receive: notebooks, library,
                                      public tests only (staged: no reference of NN or later exercises)
@@ -113,8 +114,12 @@ def cmd_autograde(args) -> int:
         limits["memory_mb"] = args.memory_mb
     opts = Options(budget_s=args.budget, limits=limits, seed=args.seed, results_json=args.results_json,
                    force=args.force)
-    rows = autograde(Path(args.dir), assignment=args.assignment, workers=args.workers, opts=opts,
-                     csv_path=args.csv)
+    try:
+        rows = autograde(Path(args.dir), assignment=args.assignment, workers=args.workers, opts=opts,
+                         csv_path=args.csv, student=args.student)
+    except FileNotFoundError as exc:
+        print(f"course autograde: {exc}", file=sys.stderr)
+        return 2
     return 0 if not any(r["report"].get("grader_failure") for r in rows) else 1
 
 
@@ -232,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-mb", type=int, help="address-space limit of the learner's process (default 3072)")
     p.add_argument("--seed", type=int, help="seed of the hidden tests' inputs (default: random per submission)")
     p.add_argument("--results-json", action="store_true", help="also write Gradescope results.json files")
-    p.add_argument("--csv", help="the class CSV (default DIR/grades.csv)")
+    p.add_argument("--csv", help="the class CSV (default DIR/course-grades.csv; nbgrader export writes grades.csv)")
+    p.add_argument("--student", help="regrade this student only (always regraded; the class CSV is rewritten)")
     p.add_argument("--force", action="store_true", help="regrade unchanged submissions too")
     p.set_defaults(func=cmd_autograde)
 

@@ -71,7 +71,7 @@ for _attempt in ("sql", "overwrite"):
                 _f.write("all gone")
     except Exception:
         pass
-for _path in ({str(course_dir / "grades.csv")!r}, {str(course_dir / "autograded" / "full" / A / "grader-report.json")!r}):
+for _path in ({str(course_dir / "course-grades.csv")!r}, {str(course_dir / "autograded" / "full" / A / "grader-report.json")!r}):
     try:
         with open(_path, "w") as _f:
             _f.write("tampered")
@@ -107,7 +107,14 @@ def roster(course_dir: Path) -> dict:
         "snoop": ({**full, **hostile["snoop"]}, ON_TIME, {**all_marks, "euler_step": 0.0, "integrate": 0.0}),
         "tamper": ({**full, **hostile["tamper"]}, None, all_marks),
         "garbage": (None, ON_TIME, zero),
+        # handed in as my_work.ipynb: graded, and listed under the assignment's notebook name
+        "renamed": ({**full}, ON_TIME, all_marks),
+        # euler_step's answer cell lost its nbgrader metadata: found by the name it defines, flagged
+        "stripped": ({**full}, ON_TIME, all_marks),
     }
+
+
+RENAMED = "my_work.ipynb"
 
 
 def write_submission(course_dir: Path, student: str, answers: dict | None, timestamp: str | None) -> Path:
@@ -121,7 +128,9 @@ def write_submission(course_dir: Path, student: str, answers: dict | None, times
             gid = (cell.metadata.get("nbgrader") or {}).get("grade_id")
             if gid in answers:
                 cell.source = answers[gid]
-        nbformat.write(nb, folder / f"{A}.ipynb")
+                if student == "stripped" and gid == "euler_step":
+                    cell.metadata = {}
+        nbformat.write(nb, folder / (RENAMED if student == "renamed" else f"{A}.ipynb"))
     if timestamp:
         (folder / "timestamp.txt").write_text(timestamp, encoding="utf-8")
     return folder
@@ -179,7 +188,7 @@ def test_gradebook_holds_every_grade(graded_class):
         assert gb.find_submission(A, "full").late_submission_penalty == 0
 
 
-def test_nbgrader_export_csv_is_exact(graded_class):
+def test_nbgrader_export_csv_is_exact_and_leaves_the_course_csv_alone(graded_class):
     course_dir, students = graded_class
     out = course_dir.parent / "export.csv"
     done = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(out)], cwd=course_dir,
@@ -195,14 +204,24 @@ def test_nbgrader_export_csv_is_exact(graded_class):
                 "score": str(max(0.0, raw - penalty)), "max_score": str(MAX),
                 "timestamp": stamp.replace(".000000 UTC", "") if stamp else ""}
         assert rows[student] == want, student
+    # nbgrader export's default file is grades.csv: the course's CSV has its own name
+    ours = (course_dir / "course-grades.csv").read_bytes()
+    done = subprocess.run([sys.executable, "-m", "nbgrader", "export"], cwd=course_dir,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (course_dir / "grades.csv").is_file() and (course_dir / "course-grades.csv").read_bytes() == ours
 
 
 def test_class_csv_and_gradescope_files(graded_class):
     course_dir, students = graded_class
-    rows = {r["student"]: r for r in csv.DictReader((course_dir / "grades.csv").open())}
+    rows = {r["student"]: r for r in csv.DictReader((course_dir / "course-grades.csv").open())}
     assert sorted(rows) == sorted(students)
     for student, (_, _, expected) in students.items():
-        assert float(rows[student]["score"]) == pytest.approx(sum(expected.values()))
+        raw = sum(expected.values())
+        assert float(rows[student]["autograder_score"]) == pytest.approx(raw)
+        # the gradebook's final score beside it (late penalty 'zero' for the late student)
+        assert float(rows[student]["final_score"]) == pytest.approx(0.0 if student == "late" else raw), student
+        assert float(rows[student]["late_penalty"]) == pytest.approx(raw if student == "late" else 0.0)
         for name in EXERCISES:
             assert float(rows[student][name]) == pytest.approx(expected[name]), (student, name)
         results = json.loads((course_dir / "autograded" / student / A / "results.json").read_text())
@@ -287,6 +306,79 @@ def test_reports_say_how_the_code_was_isolated_and_weaker_isolation_is_flagged(g
     assert any("ran with weaker isolation" in line and "limits" in line for line in lines), lines
 
 
+def test_renamed_and_stripped_submissions_are_graded_under_the_assignment(graded_class):
+    """A renamed notebook is graded and its autograded copy carries the assignment's notebook name
+    (so the formgrader lists it); an answer cell without metadata is found by name and flagged."""
+    course_dir, _ = graded_class
+    graded = course_dir / "autograded" / "renamed" / A
+    assert (graded / f"{A}.ipynb").is_file() and not (graded / RENAMED).exists()
+    assert json.loads((graded / "grader-report.json").read_text())["score"] == MAX
+    assert (course_dir / "feedback" / "renamed" / A / "my_work.html").is_file()  # fetch_feedback's name
+    report = json.loads((course_dir / "autograded" / "stripped" / A / "grader-report.json").read_text())
+    euler = report["exercises"]["euler_step"]
+    assert euler["score"] == 1 and euler.get("repaired") and "lost its nbgrader metadata" in euler["feedback"][0]
+    assert report["repaired"] == ["euler_step"]
+    assert "lost its nbgrader metadata" in (course_dir / "feedback" / "stripped" / A / "feedback.md").read_text()
+
+
+def test_feedback_folders_are_released_by_nbgrader(graded_class):
+    """Feedback folders hold nbgrader's timestamp.txt and submission_secret.txt, so
+    `nbgrader release_feedback` publishes each student's HTML where fetch_feedback looks."""
+    from nbgrader.utils import notebook_hash
+
+    course_dir, students = graded_class
+    for student in students:
+        for top in ("feedback", "autograded"):
+            folder = course_dir / top / student / A
+            assert (folder / "timestamp.txt").is_file() and (folder / "submission_secret.txt").is_file()
+    done = subprocess.run([sys.executable, "-m", "nbgrader", "release_feedback", A], cwd=course_dir,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    outbound = course_dir / "exchange" / "diffusion-course" / "feedback"
+    for student in students:
+        secret = (course_dir / "feedback" / student / A / "submission_secret.txt").read_text()
+        assert (outbound / f"{notebook_hash(secret=secret, notebook_id=A)}.html").is_file(), student
+
+
+def test_nbgrader_autograde_and_generate_feedback_refuse_and_change_nothing(graded_class):
+    course_dir, _ = graded_class
+
+    def snapshot():
+        return {p: p.read_bytes() for top in ("autograded", "feedback") for p in (course_dir / top).rglob("*")
+                if p.is_file()}
+
+    before = snapshot()
+    for command in ("autograde", "generate_feedback"):
+        done = subprocess.run([sys.executable, "-m", "nbgrader", command, A, "--force"], cwd=course_dir,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0, (command, done.stdout, done.stderr)
+        assert "refused" in done.stderr and "course autograde" in done.stderr, done.stderr
+    assert snapshot() == before
+
+
+def test_regrade_one_student_shows_the_gradebook_final_score(graded_class, capsys):
+    """`course autograde --student` regrades one student; a manual grade and a late penalty held by
+    the gradebook appear beside the autograder's score in the console, the feedback and the CSV."""
+    course_dir, _ = graded_class
+    with gradebook(course_dir) as gb:
+        gb.find_grade("check_euler_step", A, A, "full").manual_score = 0.5
+        gb.db.commit()
+    capsys.readouterr()
+    assert cli.main(["autograde", str(course_dir), "--student", "full", *AUTOGRADE_ARGS]) == 0
+    out = capsys.readouterr().out
+    graded = [ln for ln in out.splitlines() if f" {A}: " in ln]
+    assert len(graded) == 1 and graded[0].split()[0] == "full" and "kept" not in graded[0], out
+    assert "-> gradebook 12.5" in graded[0]
+    md = (course_dir / "feedback" / "full" / A / "feedback.md").read_text()
+    assert f"Final score (gradebook): 12.5 / {MAX:g} (autograder: {MAX:g})" in md and "graded by hand" in md
+    late = (course_dir / "feedback" / "late" / A / "feedback.md").read_text()
+    assert f"Final score (gradebook): 0 / {MAX:g} (autograder: {MAX:g})" in late
+    rows = {r["student"]: r for r in csv.DictReader((course_dir / "course-grades.csv").open())}
+    assert float(rows["full"]["final_score"]) == 12.5 and rows["full"]["manual_grades"] == "1"
+    assert float(rows["full"]["autograder_score"]) == MAX
+    assert cli.main(["autograde", str(course_dir), "--student", "nobody"]) == 2
+
+
 def _row_counts(course_dir: Path) -> dict:
     sql = sqlite3.connect(course_dir / "gradebook.db")
     return {t: sql.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
@@ -312,8 +404,11 @@ def test_bundle_has_no_solutions_nor_hidden_tests(bundle):
                    "grader/public/nb01_toy_flows.py", "notebooks/01_toy_flows.ipynb", "pyproject.toml", "README.md",
                    "checkpoints/08_latent_flow.pt", "checkpoints/judge_digits8.pt"):
         assert (bundle / needed).is_file(), needed
-    with pytest.raises(FileExistsError):
-        cli.main(["bundle", str(bundle), "--only", A])
+    try:  # exists: refused, not replaced
+        refused = cli.main(["bundle", str(bundle), "--only", A])
+    except FileExistsError:
+        refused = 2
+    assert refused == 2
 
 
 def test_check_works_from_the_bundle(bundle):

@@ -17,6 +17,7 @@ limit is killed; its submission is recorded as an error with zero and regraded b
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -32,16 +33,18 @@ from pathlib import Path
 
 from grader.engine import registry
 from grader.engine.grade import GraderError, grade_notebook
-from grader.engine.report import build_report, to_gradescope
+from grader.engine.report import build_report
 from grader.engine.sandbox import Limits, Policy
 from grader.paths import HIDDEN_DIR, ROOT
 from grader.workflows.atomic import atomic_write
 from grader.workflows.coursedir import load_config
 from grader.workflows.feedback import write_feedback
 from grader.workflows.gradebook import record_grades
+from grader.workflows.gradescope import results_json
 from grader.workflows.hygiene import csv_writer, handin_problem, timestamp_problem
 
 REPORT_FILE = "grader-report.json"
+CLASS_CSV = "course-grades.csv"  # not grades.csv: `nbgrader export` writes that one
 HIDDEN_IN_COURSE = ("source", "release", "submitted", "autograded", "feedback", "exchange",
                     "gradebook.db", "gradebook.db-journal", "nbgrader_config.py")
 HIDDEN_IN_REPO = ("solutions", "grader/tests", "tests", ".git", "course-class")
@@ -82,12 +85,15 @@ class Options:
 # ------------------------------------------------------------------------------------------------
 # Discovery and the sandbox policy
 # ------------------------------------------------------------------------------------------------
-def find_submissions(course_dir: Path, assignment: str | None = None) -> list[HandIn]:
+def find_submissions(course_dir: Path, assignment: str | None = None,
+                     student: str | None = None) -> list[HandIn]:
     """Every ``submitted/<student>/<assignment>/``, sorted by student then assignment."""
     course_dir = Path(course_dir)
     found = []
     for folder in sorted((course_dir / "submitted").glob("*/*")):
         if not folder.is_dir() or (assignment and folder.name != assignment):
+            continue
+        if student is not None and folder.parent.name != student:
             continue
         if folder.parent.name.startswith(".") or folder.name.startswith("."):
             continue
@@ -153,12 +159,13 @@ def grade_one(notebook: str, out: str, notebook_id: str, hidden: list[str], budg
               limits: dict, seed: int | None, isolate: bool) -> None:
     """Grade one notebook (runs in the grading process) and write the report atomically."""
     from grader.engine.sandbox import limit_own_memory
+    from grader.workflows.answers import grade_with_repair
 
     limit_own_memory()  # COURSE_GRADER_MEMORY_MB
     t0 = time.monotonic()
     try:
-        report = grade_notebook(notebook, seed=seed, notebook_id=notebook_id, limits=Limits(**limits),
-                                policy=Policy(isolate=isolate, hidden=hidden), budget_s=budget_s)
+        report = grade_with_repair(notebook, seed=seed, notebook_id=notebook_id, limits=Limits(**limits),
+                                   policy=Policy(isolate=isolate, hidden=hidden), budget_s=budget_s)
     except GraderError as exc:
         report = error_report(notebook_id, f"the notebook could not be graded: {str(exc).splitlines()[0]}")
     report["seconds"] = round(time.monotonic() - t0, 2)
@@ -259,7 +266,8 @@ def _grade_submission(course_dir: Path, sub: HandIn, opts: Options, hidden: list
                    "input_sha256": digest})
     atomic_write(path, json.dumps(report, indent=1) + "\n")  # before any database write
     if sub.problem is None and sub.notebook is not None and sub.notebook.is_file():  # for the formgrader's view
-        dest = path.with_name(sub.notebook.name)
+        # under the assignment's notebook name (a renamed submission too), as nbgrader's autograde does
+        dest = path.with_name(f"{sub.assignment}.ipynb")
         if not dest.exists() or dest.read_bytes() != sub.notebook.read_bytes():
             atomic_write(dest, sub.notebook.read_text(encoding="utf-8", errors="replace"))
     return report, False
@@ -269,14 +277,23 @@ def _grade_submission(course_dir: Path, sub: HandIn, opts: Options, hidden: list
 # The batch
 # ------------------------------------------------------------------------------------------------
 def autograde(course_dir: Path, assignment: str | None = None, workers: int = 2, opts: Options | None = None,
-              csv_path: Path | None = None, log=print) -> list[dict]:
-    """Grade every submission of ``course_dir`` (or of one assignment); return one row per submission."""
+              csv_path: Path | None = None, log=print, student: str | None = None) -> list[dict]:
+    """Grade every submission of ``course_dir`` (or of one assignment); return one row per submission.
+
+    ``student``: regrade that student's submissions only (always regraded, as with ``force``); the
+    class CSV is still written for the whole class.
+    """
     course_dir = Path(course_dir).resolve()
     opts = opts or Options()
     if not (course_dir / "nbgrader_config.py").is_file():
         raise FileNotFoundError(f"{course_dir} is not a course directory (run `course init-class` first)")
     known = {s.id for s in registry.notebooks()}
-    subs = find_submissions(course_dir, assignment)
+    subs = find_submissions(course_dir, assignment, student=student)
+    if student is not None:
+        if not subs:
+            raise FileNotFoundError(f"no submission of student {student!r} in {course_dir / 'submitted'}"
+                                    + (f" for {assignment}" if assignment else ""))
+        opts = dataclasses.replace(opts, force=True)
     unknown = sorted({s.assignment for s in subs} - known)
     if unknown:
         log(f"skipping submissions of assignments without a grader: {', '.join(unknown)}")
@@ -297,15 +314,17 @@ def autograde(course_dir: Path, assignment: str | None = None, workers: int = 2,
             report, reused = future.result()
             gb_row = record_grades(course_dir, sub.student, sub.assignment, report, sub.timestamp, config)
             write_feedback(course_dir, sub.student, sub.assignment, report, gb_row)
+            write_nbgrader_files(course_dir, sub)  # timestamp.txt, submission_secret.txt (release_feedback)
             if opts.results_json:
                 atomic_write(_report_path(course_dir, sub).with_name("results.json"),
-                             json.dumps(to_gradescope(report), indent=2) + "\n")
+                             json.dumps(results_json(report, report.get("seconds", 0.0)), indent=2) + "\n")
             row = {"student": sub.student, "assignment": sub.assignment, "score": report["score"],
                    "max_score": report["max_score"], "gradebook_score": gb_row["score"],
-                   "late_penalty": gb_row["late_submission_penalty"], "reused": reused,
-                   "error": report.get("error", ""), "report": report}
+                   "late_penalty": gb_row["late_submission_penalty"], "final_score": gb_row["final_score"],
+                   "reused": reused, "error": report.get("error", ""), "report": report}
             rows.append(row)
             log(f"{sub.student:>16} {sub.assignment}: {report['score']:g}/{report['max_score']:g}"
+                + (f" -> gradebook {gb_row['final_score']:g}" if gb_row["final_score"] != report["score"] else "")
                 + (" (unchanged, kept)" if reused else f" ({report.get('seconds', 0):.1f} s)")
                 + (f"  [{report['error']}]" if report.get("error") else ""))
     except BaseException:
@@ -319,20 +338,58 @@ def autograde(course_dir: Path, assignment: str | None = None, workers: int = 2,
         n = sum(r["report"].get("sandbox") in weaker for r in rows)
         log(f"warning: {n} submission(s) ran with weaker isolation than namespaces+uid ({', '.join(weaker)}): "
             "scores are protected by resource limits, not by hiding files; see docs/INSTRUCTOR.md")
-    out = Path(csv_path) if csv_path else course_dir / "grades.csv"
+    out = Path(csv_path) if csv_path else course_dir / CLASS_CSV
     atomic_write(out, class_csv(course_dir))
     log(f"graded {len(rows)} submission(s) in {time.monotonic() - t0:.1f} s with {workers} worker(s); "
         f"class CSV: {out}")
     return rows
 
 
+def write_nbgrader_files(course_dir: Path, sub: HandIn) -> None:
+    """What nbgrader's ``release_feedback`` and formgrader expect beside our files: ``timestamp.txt``
+    and ``submission_secret.txt`` in ``autograded/`` and ``feedback/`` (nbgrader's autograde copies
+    them from the submission; without a secret, from a hand-copied submission, one is made once)."""
+    import secrets
+    from datetime import datetime, timezone
+
+    graded = Path(course_dir) / "autograded" / sub.student / sub.assignment
+    folders = [graded, Path(course_dir) / "feedback" / sub.student / sub.assignment]
+    secret_file = sub.folder / "submission_secret.txt"
+    if secret_file.is_file() and not secret_file.is_symlink():  # as written: nbgrader hashes it raw
+        secret = secret_file.read_text(encoding="utf-8", errors="replace")
+    elif (graded / "submission_secret.txt").is_file():
+        secret = (graded / "submission_secret.txt").read_text(encoding="utf-8")
+    else:
+        secret = secrets.token_hex(16)
+    stamp = sub.timestamp
+    if not stamp and (graded / "timestamp.txt").is_file():
+        stamp = (graded / "timestamp.txt").read_text(encoding="utf-8").strip()
+    stamp = stamp or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f %Z")
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in (("timestamp.txt", stamp), ("submission_secret.txt", secret)):
+            if not (folder / name).is_file() or (folder / name).read_text(encoding="utf-8") != text:
+                atomic_write(folder / name, text)
+    # a renamed notebook: nbgrader's fetch_feedback looks for the feedback under the handed-in name
+    feedback = folders[1] / f"{sub.assignment}.html"
+    if sub.notebook is not None and sub.notebook.stem != sub.assignment and feedback.is_file():
+        atomic_write(folders[1] / f"{sub.notebook.stem}.html", feedback.read_text(encoding="utf-8"))
+
+
 def class_csv(course_dir: Path) -> str:
-    """One row per (student, assignment) with every exercise's score, from the stored reports."""
+    """One row per (student, assignment): the autograder's total and every exercise's score, from the
+    stored reports, beside the gradebook's final score (manual grades, late penalty) from nbgrader."""
+    from grader.workflows.gradebook import final_scores
+
     reports = []
     for path in sorted((Path(course_dir) / "autograded").glob(f"*/*/{REPORT_FILE}")):
         report = _load_report(path)
         if report:
             reports.append(report)
+    try:
+        finals = final_scores(course_dir)
+    except Exception:  # noqa: BLE001 - a gradebook that cannot be read leaves those columns empty
+        finals = {}
     exercises: list[str] = []
     for r in reports:
         for name in r["exercises"]:
@@ -340,10 +397,13 @@ def class_csv(course_dir: Path) -> str:
                 exercises.append(name)
     buf = io.StringIO()
     writer = csv_writer(buf)  # every cell formula-escaped
-    writer.writerow(["student", "assignment", "timestamp", "score", "max_score", "error", *exercises])
+    writer.writerow(["student", "assignment", "timestamp", "autograder_score", "max_score", "late_penalty",
+                     "manual_grades", "final_score", "error", *exercises])
     for r in sorted(reports, key=lambda r: (r["student"], r["assignment"])):
+        gb = finals.get((r["student"], r["assignment"]), {})
         writer.writerow([r["student"], r["assignment"], r.get("timestamp") or "", f"{r['score']:g}",
-                         f"{r['max_score']:g}", r.get("error", ""),
+                         f"{r['max_score']:g}", f"{gb['late_submission_penalty']:g}" if gb else "",
+                         gb.get("manual_grades", ""), f"{gb['final_score']:g}" if gb else "", r.get("error", ""),
                          *(f"{r['exercises'][e]['score']:g}" if e in r["exercises"] else "" for e in exercises)])
     return buf.getvalue()
 

@@ -36,6 +36,41 @@ c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplemente
 # Late submissions: nbgrader compares timestamp.txt with the assignment's duedate.
 # 'none' records the lateness only; 'zero' gives late submissions a score of zero.
 c.LateSubmissionPlugin.penalty_method = {penalty!r}
+{refuse}'''
+
+# Appended to a course directory's config (also to an older one by a rerun of `init-class`).
+REFUSE_MARKER = "# course: nbgrader autograde and generate_feedback are replaced by `course autograde`"
+REFUSE_BLOCK = REFUSE_MARKER + '''
+# nbgrader's own autograde would run whole notebooks outside the sandbox, put public-check scores in
+# place of the hidden tests' and delete the grader's reports; its generate_feedback would replace
+# the grader's feedback. Both refuse here, before touching anything, with a pointer to the course's
+# commands (the formgrader, nbgrader export, release_feedback and collect work as usual).
+from nbconvert.exporters import Exporter as _Exporter  # noqa: E402
+from nbgrader.converters.base import NbGraderException as _NbGraderException  # noqa: E402
+
+_COURSE_MESSAGE = {
+    "Autograde": "this course is graded by `course autograde DIR` (the sandboxed grader with the hidden "
+                 "tests; it writes nbgrader's gradebook, the feedback and course-grades.csv), not by "
+                 "`nbgrader autograde`. One student: `course autograde DIR --student ID`.",
+    "GenerateFeedback": "feedback is written by `course autograde DIR` into feedback/<student>/<assignment>/ "
+                        "(HTML, feedback.md, timestamp.txt, submission_secret.txt), ready for "
+                        "`nbgrader release_feedback`; `nbgrader generate_feedback` would replace it.",
+}
+
+
+class RefuseNbgraderConverter(_Exporter):
+    """Stops nbgrader's autograde / generate_feedback before they convert (or delete) anything."""
+
+    def __init__(self, *args, parent=None, **kwargs):
+        kind = type(parent).__name__ if parent is not None else "Autograde"
+        message = "refused: " + _COURSE_MESSAGE.get(kind, _COURSE_MESSAGE["Autograde"])
+        if parent is not None:
+            parent.log.error(message)
+        raise _NbGraderException(message)
+
+
+c.Autograde.exporter_class = RefuseNbgraderConverter
+c.GenerateFeedback.exporter_class = RefuseNbgraderConverter
 '''
 
 
@@ -82,10 +117,15 @@ def init_class(course_dir: Path, solutions_dir: Path = SOLUTIONS, only: list[str
     """
     course_dir = Path(course_dir).resolve()
     course_dir.mkdir(parents=True, exist_ok=True)
+    # the exchange the config names (release_assignment, submit, collect, release_feedback)
+    (course_dir / "exchange").mkdir(exist_ok=True)
     config_path = course_dir / CONFIG_FILE
     if not config_path.exists():
-        config_path.write_text(CONFIG_TEMPLATE.format(course_id=COURSE_ID, penalty=late_penalty),
-                               encoding="utf-8")
+        config_path.write_text(CONFIG_TEMPLATE.format(course_id=COURSE_ID, penalty=late_penalty,
+                                               refuse=REFUSE_BLOCK), encoding="utf-8")
+    elif REFUSE_MARKER not in config_path.read_text(encoding="utf-8"):
+        with open(config_path, "a", encoding="utf-8") as f:  # an older course directory: add the refusal
+            f.write("\n" + REFUSE_BLOCK)
     sources = [s for s in solution_notebooks(Path(solutions_dir)) if not only or s.stem in only]
     if not sources:
         raise FileNotFoundError(f"no notebooks NN_name.ipynb in {solutions_dir}"

@@ -28,14 +28,31 @@ def public_lines(feedback: list[str]) -> list[str]:
     return out
 
 
+def final_lines(report: dict, gradebook_row: dict | None) -> list[str]:
+    """The gradebook's final score beside the autograder's, when they differ (late penalty, manual
+    grades), in plain sentences."""
+    if not gradebook_row or gradebook_row.get("final_score") is None:
+        return []
+    lines = []
+    if gradebook_row.get("late_submission_penalty"):
+        lines.append(f"Late by {gradebook_row['total_seconds_late']:.0f} s: penalty "
+                     f"{gradebook_row['late_submission_penalty']:g} point(s).")
+    if gradebook_row.get("manual_grades"):
+        lines.append(f"{gradebook_row['manual_grades']} cell(s) graded by hand: the gradebook counts "
+                     f"{gradebook_row['score']:g} / {gradebook_row['max_score']:g} before any penalty.")
+    if lines or abs(gradebook_row["final_score"] - report["score"]) > 1e-9:
+        lines.append(f"Final score (gradebook): {gradebook_row['final_score']:g} / {report['max_score']:g} "
+                     f"(autograder: {report['score']:g}).")
+    return lines
+
+
 def feedback_markdown(student: str, assignment: str, report: dict, gradebook_row: dict | None = None) -> str:
     rows = [f"# Feedback: {assignment} ({student})", "",
             f"**Score: {report['score']:g} / {report['max_score']:g}**"]
     if report.get("error"):
         rows += ["", f"The grader could not grade this submission: {report['error']}"]
-    if gradebook_row and gradebook_row.get("late_submission_penalty"):
-        rows += ["", f"Late by {gradebook_row['total_seconds_late']:.0f} s: penalty "
-                     f"{gradebook_row['late_submission_penalty']:g} point(s)."]
+    for line in final_lines(report, gradebook_row):
+        rows += ["", f"**{line}**" if line.startswith("Final") else line]
     rows += ["", "| exercise | score | status |", "| --- | --- | --- |"]
     for name, r in report["exercises"].items():
         rows.append(f"| `{name}` | {r['score']:g} / {r['max_score']:g} | {r['status']} |")
@@ -61,9 +78,8 @@ def feedback_html(student: str, assignment: str, report: dict, gradebook_row: di
              f"<p><b>Score: {report['score']:g} / {report['max_score']:g}</b></p>"]
     if report.get("error"):
         parts.append(f"<p>The grader could not grade this submission: {e(report['error'])}</p>")
-    if gradebook_row and gradebook_row.get("late_submission_penalty"):
-        parts.append(f"<p>Late by {gradebook_row['total_seconds_late']:.0f} s: penalty "
-                     f"{gradebook_row['late_submission_penalty']:g} point(s).</p>")
+    for line in final_lines(report, gradebook_row):
+        parts.append(f"<p><b>{e(line)}</b></p>" if line.startswith("Final") else f"<p>{e(line)}</p>")
     parts.append("<table><tr><th>exercise</th><th>score</th><th>status</th></tr>")
     for name, r in report["exercises"].items():
         parts.append(f"<tr><td><code>{e(name)}</code></td><td>{r['score']:g} / {r['max_score']:g}</td>"

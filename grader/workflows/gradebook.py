@@ -54,10 +54,28 @@ def record_grades(course_dir: Path, student: str, assignment: str, report: dict,
         gb.db.commit()
     _assign_late_penalty(course_dir, student, assignment, config)
     with gradebook(course_dir) as gb:
-        sub = gb.find_submission(assignment, student)
-        return {"score": sub.score, "max_score": sub.max_score, "timestamp": sub.timestamp,
-                "late_submission_penalty": sub.late_submission_penalty,
-                "total_seconds_late": sub.total_seconds_late}
+        return _row(gb.find_submission(assignment, student))
+
+
+def _row(sub) -> dict:
+    """What nbgrader holds for one submission. ``score`` is nbgrader's (each cell's manual grade if
+    set, else its auto grade); ``final_score`` = max(0, score - late penalty), as ``nbgrader export``."""
+    penalty = sub.late_submission_penalty or 0.0
+    manual = sum(1 for nb in sub.notebooks for g in nb.grades if g.manual_score is not None)
+    return {"score": sub.score, "max_score": sub.max_score, "timestamp": sub.timestamp,
+            "late_submission_penalty": penalty, "total_seconds_late": sub.total_seconds_late,
+            "manual_grades": manual, "needs_manual_grade": bool(sub.needs_manual_grade),
+            "final_score": max(0.0, (sub.score or 0.0) - penalty)}
+
+
+def final_scores(course_dir: Path) -> dict[tuple[str, str], dict]:
+    """(student, assignment) -> the gradebook's row (see :func:`_row`) for every submission."""
+    out = {}
+    with gradebook(course_dir) as gb:
+        for assignment in gb.assignments:
+            for sub in assignment.submissions:
+                out[(sub.student.id, assignment.name)] = _row(sub)
+    return out
 
 
 def _assign_late_penalty(course_dir: Path, student: str, assignment: str, config=None) -> None:
