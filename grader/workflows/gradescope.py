@@ -282,6 +282,10 @@ def run(notebook_id: str, root: Path, isolate: bool = True, budget_s: float | No
         results["output"] += f"\n{note}"
     if report.get("sandbox"):
         results["output"] += f"\n(the notebook ran in the grader's sandbox: {report['sandbox']})"
+        if report["sandbox"] not in ("namespaces+uid", "not started"):  # stdout: the instructor's view
+            print(f"warning: the learner's code ran with isolation {report['sandbox']!r}, not namespaces+uid: "
+                  "the hidden tests were protected by file permissions only (see docs/INSTRUCTOR.md)",
+                  file=sys.stderr)
     atomic_write(results_dir / "results.json", json.dumps(results, indent=2) + "\n")
     return results
 

@@ -1,0 +1,177 @@
+"""`course gradescope 01 OUT.zip`: the autograder zip, run as Gradescope runs it.
+
+The module fixture builds the zip once, unpacks it into ``<tmp>/autograder/source`` (Gradescope's
+layout, relocated with ``AUTOGRADER_ROOT``), and installs its wheel (with the hidden tests) into a
+fresh virtual environment (no network: torch and friends come from this environment through a
+.pth file), standing in for what ``setup.sh`` does. Then ``run_autograder`` grades submissions:
+a renamed notebook that snoops for the hidden tests, a file that is not a notebook, nothing at all.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.workflows.gradescope import results_json
+
+ROOT = Path(__file__).resolve().parents[1]
+A = "01_toy_flows"
+TOP_KEYS = {"score", "execution_time", "visibility", "output", "tests"}
+TEST_KEYS = {"name", "score", "max_score", "status", "output", "visibility"}
+
+SNOOP = '''def euler_step(f, x, t, dt):
+    """Reads the hidden tests and the autograder's source before answering: must not be able to."""
+    import os
+
+    import grader
+
+    open(os.path.join(os.path.dirname(grader.__file__), "tests", "test_01_toy_flows.py")).read()
+    open(os.path.join(AUTOGRADER_ROOT, "source", "autograder.json")).read()
+    return x + dt * f(x, t)
+'''
+
+
+def make_venv(where: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(where)],
+                   check=True, timeout=300)
+    python = where / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "course_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return python
+
+
+@pytest.fixture(scope="module")
+def autograder(tmp_path_factory):
+    base = tmp_path_factory.mktemp("gradescope")
+    out = base / "autograder_01.zip"
+    done = subprocess.run([sys.executable, "-m", "grader.cli", "gradescope", "01", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    source = base / "autograder" / "source"
+    with zipfile.ZipFile(out) as zf:
+        zf.extractall(source)
+        modes = {i.filename: i.external_attr >> 16 for i in zf.infolist()}
+    for name in ("setup.sh", "run_autograder"):
+        os.chmod(source / name, 0o755)
+    python = make_venv(base / "venv")
+    (wheel,) = (source / "wheels").glob("*.whl")
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", str(wheel)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {"zip": out, "root": base / "autograder", "python": python, "modes": modes}
+
+
+def run_autograder(autograder, files: dict[str, str | bytes], isolate: bool = True) -> dict:
+    root = autograder["root"]
+    for sub in ("submission", "results"):
+        folder = root / sub
+        if folder.exists():
+            for p in sorted(folder.rglob("*"), reverse=True):
+                p.unlink() if p.is_file() else p.rmdir()
+        folder.mkdir(exist_ok=True)
+    for name, data in files.items():
+        path = root / "submission" / name
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(AUTOGRADER_ROOT=str(root), COURSE_PYTHON=str(autograder["python"]), COURSE_THREADS="1",
+               COURSE_GRADESCOPE_ISOLATE="1" if isolate else "0")
+    done = subprocess.run(["bash", str(root / "source" / "run_autograder")], cwd=root / "source", env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert_gradescope_schema(results)
+    return results
+
+
+def assert_gradescope_schema(results: dict) -> None:
+    """Gradescope's specification: these keys only (no top-level max_score), typed as it expects."""
+    assert set(results) == TOP_KEYS, set(results)
+    assert isinstance(results["score"], float) and isinstance(results["execution_time"], int)
+    assert results["visibility"] in ("visible", "hidden", "after_due_date", "after_published")
+    assert isinstance(results["output"], str) and results["output"]
+    for test in results["tests"]:
+        assert set(test) == TEST_KEYS, set(test)
+        assert isinstance(test["score"], float) and isinstance(test["max_score"], float)
+        assert test["status"] in ("passed", "failed") and isinstance(test["output"], str)
+
+
+def snooping_notebook(root: Path) -> str:
+    solution = nbformat.read(ROOT / "solutions" / f"{A}.ipynb", as_version=4)
+    full = {c.metadata["nbgrader"]["grade_id"]: c.source for c in solution.cells
+            if (c.metadata.get("nbgrader") or {}).get("solution")}
+    nb = nbformat.read(ROOT / "notebooks" / f"{A}.ipynb", as_version=4)
+    for cell in nb.cells:
+        gid = (cell.metadata.get("nbgrader") or {}).get("grade_id")
+        if gid in full and not gid.startswith("setup"):
+            cell.source = SNOOP.replace("AUTOGRADER_ROOT", repr(str(root))) if gid == "euler_step" else full[gid]
+    return nbformat.writes(nb)
+
+
+def test_the_zip_is_a_gradescope_autograder(autograder):
+    with zipfile.ZipFile(autograder["zip"]) as zf:
+        names = zf.namelist()
+        setup = zf.read("setup.sh").decode()
+        (wheel_name,) = [n for n in names if n.startswith("wheels/") and n.endswith(".whl")]
+        wheel = autograder["root"] / "source" / wheel_name
+    assert {"setup.sh", "run_autograder", "autograder.json"} <= set(names)
+    assert autograder["modes"]["run_autograder"] & stat.S_IXUSR and autograder["modes"]["setup.sh"] & stat.S_IXUSR
+    assert "pip install torch==2.13.0" in setup and "https://download.pytorch.org/whl/cpu" in setup
+    assert "pip install wheels/*.whl" in setup and "chmod -R go-rwx" in setup
+    inside = zipfile.ZipFile(wheel).namelist()
+    assert "grader/tests/test_01_toy_flows.py" in inside and "grader/engine/pytest.ini" in inside
+    assert not [n for n in inside if n.startswith("grader/tests/test_") and "01_toy_flows" not in n]
+    assert not [n for n in names + inside if "solutions" in n]
+
+
+@pytest.mark.xfail(reason="the sandbox cannot yet isolate an installed (non-checkout) grader: 'could not make "
+                          "<venv>, <site-packages>/course, <site-packages>/grader read-only', so it falls back to "
+                          "limits only and the worker, as root, reads the hidden tests (reported to the engine's "
+                          "owner; the test must pass once fixed)", strict=False)
+def test_a_renamed_notebook_is_graded_and_the_hidden_tests_stay_hidden(autograder):
+    results = run_autograder(autograder, {"snoop_work.ipynb": snooping_notebook(autograder["root"])})
+    scores = {t["name"]: t["score"] for t in results["tests"]}
+    assert scores["euler_step"] == 0.0, results["tests"][0]["output"]  # could not read them
+    assert results["score"] == 12.0 and sum(t["max_score"] for t in results["tests"]) == 13.0
+    assert "graded snoop_work.ipynb as 01_toy_flows.ipynb" in results["output"]
+    assert "def test_" not in json.dumps(results)
+
+
+@pytest.mark.xfail(reason="needs the sandbox to run the learner's code under another uid when it cannot use "
+                          "namespaces as root (requested of the engine's owner; docs/INSTRUCTOR.md, Gradescope)",
+                   strict=False)
+def test_without_namespaces_file_permissions_still_hide_the_hidden_tests(autograder):
+    results = run_autograder(autograder, {f"{A}.ipynb": snooping_notebook(autograder["root"])}, isolate=False)
+    assert {t["name"]: t["score"] for t in results["tests"]}["euler_step"] == 0.0
+
+
+@pytest.mark.parametrize("files, reason", [
+    ({f"{A}.ipynb": "{this is not a notebook"}, "not a notebook"),
+    ({}, "no notebook was handed in"),
+    ({"notes.txt": "hello"}, "no notebook was handed in"),
+    ({"a.ipynb": "{}", "b.ipynb": "{}"}, "several notebooks"),
+])
+def test_a_broken_or_missing_submission_scores_zero_with_a_message(autograder, files, reason):
+    results = run_autograder(autograder, files)
+    assert results["score"] == 0.0 and reason in results["output"], results["output"]
+    assert [t["name"] for t in results["tests"]][:2] == ["euler_step", "heun_step"]
+    assert all(t["score"] == 0.0 for t in results["tests"])
+
+
+def test_results_json_of_any_report_follows_the_specification():
+    report = {"notebook": A, "score": 1.5, "max_score": 3.0, "exercises": {
+        "euler_step": {"score": 1.0, "max_score": 1.0, "status": "passed", "feedback": ["3 of 3 tests passed."]},
+        "heun_step": {"score": 0.5, "max_score": 2.0, "status": "failed",
+                      "feedback": ["1 of 2", 'File "/x/grader/tests/test_01.py", line 3\nsecret']}}}
+    results = results_json(report, execution_time=2.6)
+    assert_gradescope_schema(results)
+    assert results["execution_time"] == 3 and results["score"] == 1.5
+    assert "grader/tests" not in results["tests"][1]["output"]
