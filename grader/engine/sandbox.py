@@ -303,7 +303,11 @@ class Sandbox:
         self.resources = "rlimits"  # "cgroup v2", "cgroup v1" or "rlimits"
         self._scratch = None
         self._cgroups: list[str] = []
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.kill()  # nothing left behind by a sandbox that did not start
+            raise
 
     def start(self) -> None:
         global _isolation_failed
@@ -433,8 +437,14 @@ class Sandbox:
         return note
 
     def kill(self) -> None:
-        """Stop the worker and every process it started, then release the pipes."""
+        """Stop the worker and every process it started, then release the pipes, the cgroups and
+        the scratch folder."""
         if self.proc is None:
+            remove_cgroups(self._cgroups)
+            self._cgroups = []
+            if self._scratch:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
             return
         if self.proc.poll() is None:
             try:
