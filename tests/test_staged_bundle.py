@@ -247,9 +247,7 @@ def test_without_through_everything_ships_for_self_study(tmp_path):
 # sample_ode, straightness and reflow_pairs); 02 calls GaussianMixture.log_prob -> gmm_log_prob (05), which
 # needed_by_library misses (a use inside a module that holds exercises). They need the notebook, the library
 # or a reachability analysis from each notebook's imports changed (see the report).
-@pytest.mark.parametrize("nid", ["01_toy_flows", pytest.param("03_ddpm", marks=pytest.mark.xfail(
-    strict=False, reason="03's diffusers comparison cell (when diffusers is installed) calls course.schedules."
-                         "make_schedule, which calls the stubbed linear_beta_schedule: it should use the learner's"))])
+@pytest.mark.parametrize("nid", ["01_toy_flows", "03_ddpm"])
 def test_the_released_notebook_runs_in_fast_mode_in_its_bundle_with_correct_answers(bundles, tmp_path, nid):
     """The whole notebook NN, answered correctly (the solution's answers), runs in fast mode against the
     bundle's library (stubs for NN's exercises). Two notebooks, to keep the suite's time."""
