@@ -3,7 +3,8 @@
     course demo                      run notebook 01's reference (fast mode), grade it and the blank
                                      student notebook, print both scores
     course grade NOTEBOOK [--json F] [--results-json F] [--exercise NAME] [--seed N]
-    course release                   regenerate notebooks/ from solutions/ (nbgrader)
+    course release [--force]         regenerate notebooks/ from solutions/ (nbgrader); refuses to replace a
+                                     notebook that holds answers unless --force
     course run NOTEBOOK [--full]     execute a notebook in a Jupyter kernel
 
   instructor (docs/INSTRUCTOR.md):
@@ -16,7 +17,8 @@
     course publish DIR NN            record in DIR/published.json that notebooks up to NN are released
     course similarity DIR [--assignment A]   near-copies of the reference or of another student
   learner:
-    course progress [--dir notebooks]  every notebook's exercises and their current scores
+    course start DIR                 copy the student notebooks into your own folder (never replaces a file)
+    course progress [--dir DIR]      every notebook's exercises and your current scores (default: your folder)
 """
 from __future__ import annotations
 
@@ -32,13 +34,13 @@ from grader.workflows.bundle import build_bundle
 from grader.workflows.coursedir import init_class
 from grader.workflows.execute import execute_notebook
 from grader.workflows.progress import format_progress, progress
-from grader.workflows.release import release
+from grader.workflows.release import ReleaseRefused, release
+from grader.workflows.start import start
 
 
 def cmd_grade(args) -> int:
-    from grader.workflows.answers import grade_with_repair
-
     from grader.engine.sandbox import limit_own_memory
+    from grader.workflows.answers import grade_with_repair
 
     limit_own_memory()  # the grading process too (COURSE_GRADER_MEMORY_MB)
     try:
@@ -58,7 +60,27 @@ def cmd_grade(args) -> int:
 
 
 def cmd_release(args) -> int:
-    release(Path(args.out), only=args.only)
+    try:
+        release(Path(args.out), only=args.only, force=args.force)
+    except ReleaseRefused as exc:
+        print(f"course release: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_start(args) -> int:
+    try:
+        copied, kept = start(Path(args.dir))
+    except ValueError as exc:
+        print(f"course start: {exc}", file=sys.stderr)
+        return 2
+    folder = Path(args.dir).expanduser().resolve()
+    for path in copied:
+        print(f"copied   {path.name}")
+    for path in kept:
+        print(f"kept     {path.name} (already there: your work is never replaced)")
+    print(f"\nYour notebooks: {folder}\nOpen them with `jupyter lab {folder}`; `course progress` now reads "
+          "this folder, and `course grade` takes a notebook's path.")
     return 0
 
 
@@ -210,7 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("release", help="generate notebooks/ from solutions/ with nbgrader")
     p.add_argument("--out", default=str(NOTEBOOKS))
     p.add_argument("--only", action="append", help="release only this notebook id (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="also replace notebooks that hold a learner's answers (they are lost)")
     p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("start", help="copy the student notebooks into a folder of your own, to work there")
+    p.add_argument("dir", help="your working folder (created if needed; existing notebooks are kept)")
+    p.set_defaults(func=cmd_start)
 
     p = sub.add_parser("run", help="execute a notebook in a Jupyter kernel")
     p.add_argument("notebook")

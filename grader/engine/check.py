@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
+import difflib
 import inspect
 import json
 import os
+import signal
+import threading
 import zlib
 from pathlib import Path
 
@@ -52,9 +56,61 @@ def _caller_namespace(depth: int) -> dict:
     return frame.f_globals
 
 
-def check(exercise: str, namespace: dict | None = None, _depth: int = 1, quiet: bool = False) -> bool:
-    """Run the public tests of ``exercise``; print the outcome; raise CheckFailed if any fails."""
-    spec = registry.spec_for_exercise(exercise)
+CHECK_TIMEOUT_S = 60.0  # per public test, in the learner's kernel (an endless loop must not hang it)
+
+
+class _CheckTimeout(BaseException):  # not an Exception: the learner's code and the call layer must not swallow it
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Interrupt the block after ``seconds`` with SIGALRM where that exists (Unix, main thread).
+
+    Yields a list that holds True once the alarm fired: the learner's function runs inside the call
+    layer, which turns any exception into a failure envelope, so the caller asks the flag."""
+    fired = [False]
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable or seconds <= 0:
+        yield fired
+        return
+
+    def on_alarm(signum, frame):
+        fired[0] = True
+        raise _CheckTimeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield fired
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _unknown_exercise(exercise: str) -> CheckFailed:
+    known = [name for spec in registry.notebooks() for name in _exercises_or_none(spec)]
+    close = difflib.get_close_matches(str(exercise), known, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return CheckFailed([f"✗ there is no exercise called {exercise!r} in this course.{hint}"])
+
+
+def _exercises_or_none(spec) -> list[str]:
+    try:
+        return list(spec.exercises)
+    except Exception:  # noqa: BLE001 - a manifest that cannot be imported must not hide the others
+        return []
+
+
+def check(exercise: str, namespace: dict | None = None, _depth: int = 1, quiet: bool = False,
+          timeout: float = CHECK_TIMEOUT_S) -> None:
+    """Run the public tests of ``exercise``; print the outcome; raise CheckFailed if any fails.
+
+    Returns None (so a passing check cell shows only its message); each test may run ``timeout`` s."""
+    try:
+        spec = registry.spec_for_exercise(exercise)
+    except KeyError:
+        raise _unknown_exercise(exercise) from None
     ns = namespace if namespace is not None else _caller_namespace(_depth + 1)
     if namespace is None:
         outside = names_from_other_cells(exercise, spec, ns)
@@ -74,10 +130,20 @@ def check(exercise: str, namespace: dict | None = None, _depth: int = 1, quiet: 
     for test in tests:
         rng = torch.Generator().manual_seed(zlib.crc32(test.__name__.encode()))
         label = (test.__doc__ or test.__name__).strip().splitlines()[0]
+        timed_out = (f"[{label}] your code did not finish within {timeout:g} s: an endless loop, or far too "
+                     "much work? (Interrupted; the grader stops it the same way.)")
+        fired = [False]
         try:
-            test(sub, rng)
+            with _time_limit(timeout) as fired:
+                test(sub, rng)
+        except _CheckTimeout:
+            n_failed += 1
+            failures.append(timed_out)
         except Exception as exc:  # noqa: BLE001 - every failure becomes feedback
             n_failed += 1
+            if fired[0]:  # the alarm hit inside the learner's code and came back as its failure
+                failures.append(timed_out)
+                continue
             _, lines = feedback_for(exc, label)
             failures.extend(lines)
     if n_failed:
@@ -86,7 +152,6 @@ def check(exercise: str, namespace: dict | None = None, _depth: int = 1, quiet: 
         raise CheckFailed(lines)
     if not quiet:
         print(f"✓ {exercise}: all {len(tests)} public checks passed. (The grader runs more, hidden, tests.)")
-    return True
 
 
 # ------------------------------------------------------------------------------------------------

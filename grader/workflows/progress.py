@@ -18,6 +18,7 @@ from grader.engine import registry
 from grader.engine.grade import GraderError
 from grader.paths import NOTEBOOKS
 from grader.workflows.answers import grade_with_repair
+from grader.workflows.start import remembered_workdir
 
 
 def tests_available(notebook_id: str) -> str:
@@ -25,8 +26,11 @@ def tests_available(notebook_id: str) -> str:
 
 
 def default_notebooks_dir() -> Path:
-    """The learner's notebooks: the repository's ``notebooks/``; in an installed bundle (where the
-    package lives in site-packages) ``./notebooks`` if it exists, else the working directory."""
+    """The learner's notebooks: the folder of ``course start`` (or $COURSE_WORKDIR) if there is one; else
+    the repository's ``notebooks/``; in an installed bundle (where the package lives in site-packages)
+    ``./notebooks`` if it exists, else the working directory."""
+    if remembered_workdir() is not None:
+        return remembered_workdir()
     if NOTEBOOKS.is_dir():
         return NOTEBOOKS
     here = Path.cwd() / "notebooks"
