@@ -139,31 +139,25 @@ def pf_ode_derivative(D, x: torch.Tensor, sigma) -> torch.Tensor:
     return (x - D(x, sigma)) / append_dims(sigma, x)
 
 
-def _per_sample(v, x: torch.Tensor):
-    """A float, 0-dim or (B,) coefficient broadcast against x (B, ...)."""
-    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
-    return v if v.dim() == 0 else append_dims(v, x)
-
-
 def x0_to_eps(xt: torch.Tensor, x0: torch.Tensor, alpha, sigma) -> torch.Tensor:
     """eps = (x_t - alpha x0) / sigma, for x_t = alpha x0 + sigma eps; alpha, sigma floats or (B,)."""
-    return (xt - _per_sample(alpha, xt) * x0) / _per_sample(sigma, xt)
+    return (xt - append_dims(alpha, xt) * x0) / append_dims(sigma, xt)
 
 
 def eps_to_x0(xt: torch.Tensor, eps: torch.Tensor, alpha, sigma) -> torch.Tensor:
     """x0 = (x_t - sigma eps) / alpha, for x_t = alpha x0 + sigma eps; alpha, sigma floats or (B,)."""
-    return (xt - _per_sample(sigma, xt) * eps) / _per_sample(alpha, xt)
+    return (xt - append_dims(sigma, xt) * eps) / append_dims(alpha, xt)
 
 
 def v_target(x0: torch.Tensor, eps: torch.Tensor, alpha, sigma) -> torch.Tensor:
     """v = alpha eps - sigma x0 (Salimans & Ho 2022, section 4 and appendix D)."""
-    return _per_sample(alpha, x0) * eps - _per_sample(sigma, x0) * x0
+    return append_dims(alpha, x0) * eps - append_dims(sigma, x0) * x0
 
 
 def v_to_x0(xt: torch.Tensor, v: torch.Tensor, alpha, sigma) -> torch.Tensor:
     """x0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2): alpha x_t - sigma v = (alpha^2 + sigma^2) x0.
     On a variance-preserving path (alpha^2 + sigma^2 = 1) this is Salimans & Ho's x0 = alpha x_t - sigma v."""
-    a, s = _per_sample(alpha, xt), _per_sample(sigma, xt)
+    a, s = append_dims(alpha, xt), append_dims(sigma, xt)
     return (a * xt - s * v) / (a ** 2 + s ** 2)
 
 

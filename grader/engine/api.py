@@ -40,6 +40,38 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
+def adam_losses(params, loss_fn, steps: int, lr: float) -> list[float]:
+    """For probes (in the sandbox): the losses along ``steps`` Adam steps (Kingma & Ba 2015) on ``params``
+    (an iterable of tensors, e.g. a learner's ``module.parameters()``), written out because torch.optim's
+    first step imports the compiler stack, seconds a grading budget cannot spare. Raw data only: whether
+    the losses fell is decided by the test, in the grader's process."""
+    params = [p for p in params if p.requires_grad]
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    losses = []
+    for step in range(1, steps + 1):
+        loss = loss_fn()
+        losses.append(float(loss.detach()))
+        if not params or not loss.requires_grad:
+            continue
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        with torch.no_grad():
+            for p, g, m_i, v_i in zip(params, grads, m, v):
+                if g is None:
+                    continue
+                m_i.mul_(beta1).add_(g, alpha=1 - beta1)
+                v_i.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                m_hat, v_hat = m_i / (1 - beta1 ** step), v_i / (1 - beta2 ** step)
+                p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+    return losses
+
+
+def relative_change(a: torch.Tensor, b: torch.Tensor) -> float:
+    """For tests (in the grader): mean |a - b| / mean |a|, how much an output changed when one input did."""
+    return float((a - b).abs().mean() / a.abs().mean().clamp(min=1e-12))
+
+
 def exercise(name: str, weight: float = 1.0, timeout: float | None = None):
     """Mark a test as scoring exercise ``name`` with relative ``weight`` among that exercise's tests."""
 

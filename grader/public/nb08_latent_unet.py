@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from grader.engine.api import Hint, expect, expect_close, expect_scalar, exercise
+from grader.engine.api import Hint, adam_losses, expect, expect_close, expect_scalar, exercise, relative_change  # noqa: F401
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "timestep_embedding": 1,
@@ -54,31 +54,6 @@ def _zero(module: torch.nn.Module) -> torch.nn.Module:
 
 def _n_params(module: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
-
-
-def _adam_losses(module: torch.nn.Module, loss_fn, steps: int, lr: float) -> list[float]:
-    """Losses along ``steps`` Adam steps (Kingma & Ba 2015), written out: torch.optim's first step
-    imports the compiler stack, seconds the grader's time budget cannot spare."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    m = [torch.zeros_like(p) for p in params]
-    v = [torch.zeros_like(p) for p in params]
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    losses = []
-    for step in range(1, steps + 1):
-        loss = loss_fn()
-        losses.append(float(loss.detach()))
-        if not params or not loss.requires_grad:
-            continue
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        with torch.no_grad():
-            for p, g, m_i, v_i in zip(params, grads, m, v):
-                if g is None:
-                    continue
-                m_i.mul_(beta1).add_(g, alpha=1 - beta1)
-                v_i.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                m_hat, v_hat = m_i / (1 - beta1 ** step), v_i / (1 - beta2 ** step)
-                p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
-    return losses
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,7 +176,7 @@ def probe_train_steps(ns, kind: str, steps: int = 25, seed: int = 0):
         x, t, y = _unet_inputs(1, 10, 4, 8)
         target = torch.randn(4, 1, 8, 8)
         loss_fn = lambda: ((module(x, t, y) - target) ** 2).mean()  # noqa: E731
-    losses = _adam_losses(module, loss_fn, steps, lr=1e-2 if kind == "ResBlock" else 3e-3)
+    losses = adam_losses(module.parameters(), loss_fn, steps, lr=1e-2 if kind == "ResBlock" else 3e-3)
     return {"losses": losses, "n_params": _n_params(module)}
 
 
@@ -214,11 +189,6 @@ def judge_shapes(got, expected, what: str, hint: str) -> None:
         expect(not isinstance(g, str), f"{label} raised {g}", hint)
         expect(isinstance(g, torch.Tensor), f"{label} returned {type(g).__name__}, not a tensor.", hint)
         expect(list(g.shape) == list(e), f"{label}: expected output shape {tuple(e)}, got {tuple(g.shape)}.", hint)
-
-
-def relative_change(a: torch.Tensor, b: torch.Tensor) -> float:
-    """mean |a - b| / mean |a|: how much an output changed when one input did."""
-    return float((a - b).abs().mean() / a.abs().mean().clamp(min=1e-12))
 
 
 def judge_zeroed_is_identity(report: dict, what: str) -> None:

@@ -14,7 +14,7 @@ import torch
 from course import edm, samplers
 from course.edm import GMMDenoiser
 from course.oracles import gmm_eps_model
-from course.schedules import make_schedule
+from course.schedules import make_alpha_bar
 from grader.engine.api import Hint, Mismatch, Ref, build, expect, expect_close, expect_tensor, exercise, generator  # noqa: F401
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
@@ -89,7 +89,7 @@ def toy_network(seed: int, dim: int = 2):
 
 def strict_eps_oracle(means, stds, weights, T: int = 1000):
     """The exact DDPM eps-predictor of a mixture on the linear schedule, insisting on t a LongTensor (B,)."""
-    alpha_bar = make_schedule(T, "linear")[1]
+    alpha_bar = make_alpha_bar(T)
     model = gmm_eps_model(means, stds, weights, alpha_bar)
 
     def eps_model(x, t):
@@ -101,10 +101,6 @@ def strict_eps_oracle(means, stds, weights, T: int = 1000):
         return model(x, t)
 
     return eps_model
-
-
-def linear_alpha_bar(T: int = 1000) -> torch.Tensor:
-    return make_schedule(T, "linear")[1]
 
 
 def probe_vp_denoiser(ns, eps_model, alpha_bar, x, sigma):
@@ -399,7 +395,7 @@ def test_dpmpp_2m_sampler_mixture(sub, rng):
 
 def vp_case(steps, x, means, stds, weights):
     """Inputs at DDPM steps' own sigmas, the expected (exact) denoised values and the known mistakes."""
-    alpha_bar = linear_alpha_bar(1000)
+    alpha_bar = make_alpha_bar(1000)
     sigma = edm.vp_sigmas(alpha_bar)[steps]  # (B,)
     eps_ref = Ref(strict_eps_oracle, means, stds, weights, 1000)
     exact = GMMDenoiser(means, stds, weights)

@@ -14,9 +14,9 @@ from torch import nn
 from course import control, editing, in_context, lora, personalize
 from course.ddim import ddim_timesteps
 from course.nets import TimeMLP
-from course.schedules import make_schedule
+from course.schedules import make_alpha_bar
 from course.unet import UNet
-from grader.engine.api import Hint, Ref, expect, expect_close, exercise
+from grader.engine.api import Hint, Ref, adam_losses, expect, expect_close, exercise
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "sdedit": 2,
@@ -48,10 +48,6 @@ LIBRARY = {  # the course library's implementation of each exercise (calling it 
 # ---------------------------------------------------------------------------------------------
 # Factories (built in the sandbox and, with api.build, in the grader)
 # ---------------------------------------------------------------------------------------------
-def alpha_bar_of(T: int) -> torch.Tensor:
-    return make_schedule(T, "linear")[1]
-
-
 def random_eps_model(seed: int, n_classes: int = 4, side: int = 4):
     """A seeded, untrained conditional TimeMLP noise predictor on (B, 1, side, side) images:
     ``model(x, t, y=None)`` with t a LongTensor (B,) of steps."""
@@ -99,29 +95,6 @@ def seeded_linear(seed: int, d_in: int, d_out: int, bias: bool = True) -> nn.Lin
 # ---------------------------------------------------------------------------------------------
 # Probe helpers (inside the sandbox)
 # ---------------------------------------------------------------------------------------------
-def _adam(params, loss_fn, steps: int, lr: float) -> list[float]:
-    """Losses along ``steps`` Adam steps (Kingma & Ba 2015) written out (torch.optim's first step
-    imports the compiler stack, seconds the grading budget cannot spare)."""
-    params = [p for p in params if p.requires_grad]
-    m = [torch.zeros_like(p) for p in params]
-    v = [torch.zeros_like(p) for p in params]
-    losses = []
-    for step in range(1, steps + 1):
-        loss = loss_fn()
-        losses.append(float(loss.detach()))
-        if not params or not loss.requires_grad:
-            continue
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        with torch.no_grad():
-            for p, g, m_i, v_i in zip(params, grads, m, v):
-                if g is None:
-                    continue
-                m_i.mul_(0.9).add_(g, alpha=0.1)
-                v_i.mul_(0.999).addcmul_(g, g, value=0.001)
-                p.sub_(lr * (m_i / (1 - 0.9 ** step)) / ((v_i / (1 - 0.999 ** step)).sqrt() + 1e-8))
-    return losses
-
-
 class _given:
     """Within the block, the learner's name ``name`` is the library's reference ``value`` (restored after)."""
 
@@ -193,7 +166,7 @@ def probe_control_adapter(ns, seed: int, cond_ch: int = 3, steps: int = 6):
     base_trainable = any(p.requires_grad for p in base.parameters())
     n_trainable = _n_trainable(adapter)
     target = base_out + 0.5 * cond_a.mean(1, keepdim=True).expand_as(base_out)  # needs the condition
-    losses = _adam(adapter.parameters(), lambda: ((adapter(x, t, cond_a, y) - target) ** 2).mean(), steps, 1e-2)
+    losses = adam_losses(adapter.parameters(), lambda: ((adapter(x, t, cond_a, y) - target) ** 2).mean(), steps, 1e-2)
     with torch.no_grad():
         out_a, out_b = adapter(x, t, cond_a, y), adapter(x, t, cond_b, y)
     base_moved = max(float((base.state_dict()[k] - v).abs().max()) for k, v in before.items())
@@ -365,10 +338,10 @@ def test_sdedit_at_zero_returns_guide(sub, rng):
     """sdedit with t0 = 0 returns the guide"""
     g = torch.Generator().manual_seed(0)
     x_guide, noise = torch.randn(4, 1, 4, 4, generator=g), torch.randn(4, 1, 4, 4, generator=g)
-    args = dict(alpha_bar=alpha_bar_of(T_SMALL), timesteps=ddim_timesteps(T_SMALL, 10), noise=noise)
+    args = dict(alpha_bar=make_alpha_bar(T_SMALL), timesteps=ddim_timesteps(T_SMALL, 10), noise=noise)
     got = sub.call("sdedit", Ref(random_eps_model, 0), x_guide, 0.0, args)
     expect_close(got, x_guide, "sdedit(model, x_guide, t0 = 0, ...)", atol=1e-6,
-                 hints=[Hint(alpha_bar_of(T_SMALL)[0].sqrt() * x_guide + (1 - alpha_bar_of(T_SMALL)[0]).sqrt() * noise,
+                 hints=[Hint(make_alpha_bar(T_SMALL)[0].sqrt() * x_guide + (1 - make_alpha_bar(T_SMALL)[0]).sqrt() * noise,
                              "at t0 = 0 nothing is noised: start at step round(t0 T) - 1 = -1, the clean guide.")])
 
 
@@ -377,7 +350,7 @@ def test_sdedit_half_way(sub, rng):
     """sdedit from t0 = 0.5 on a small model"""
     g = torch.Generator().manual_seed(1)
     x_guide, noise = torch.randn(4, 1, 4, 4, generator=g), torch.randn(4, 1, 4, 4, generator=g)
-    args = dict(alpha_bar=alpha_bar_of(T_SMALL), timesteps=ddim_timesteps(T_SMALL, 10), noise=noise)
+    args = dict(alpha_bar=make_alpha_bar(T_SMALL), timesteps=ddim_timesteps(T_SMALL, 10), noise=noise)
     model = random_eps_model(0)
     expected = editing.sdedit(model, x_guide, 0.5, args)
     got = sub.call("sdedit", Ref(random_eps_model, 0), x_guide, 0.5, args)
@@ -390,7 +363,7 @@ def test_invert_then_edit_small(sub, rng):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(4, 1, 4, 4, generator=g)
     y_src, y_tgt = torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 3, 0])
-    ab, ts = alpha_bar_of(T_SMALL), ddim_timesteps(T_SMALL, 8)
+    ab, ts = make_alpha_bar(T_SMALL), ddim_timesteps(T_SMALL, 8)
     expected = editing.invert_then_edit(random_eps_model(0), x, y_src, y_tgt, 0.0, 2.0, ts, ab)
     got = sub.call("invert_then_edit", Ref(random_eps_model, 0), x, y_src, y_tgt, 0.0, 2.0, ts, ab)
     expect_close(got, expected, "invert_then_edit(model, x, y_src, y_tgt, w_invert=0, w_edit=2, ...)",

@@ -14,7 +14,7 @@ from grader.engine.api import Hint, expect, expect_close, exercise
 from grader.public.nb11_transformers_text import (CROSS_SHAPES_HINT, PATCH_HINTS, expect_close_or, joint_attention_oracle,
                                                    judge_fresh_block_is_identity, judge_losses_decrease,
                                                    judge_no_error, judge_padding_ignored, judge_shapes,
-                                                   patch_layouts)
+                                                   patch_layouts, reduced)
 
 
 def seed_from(rng) -> int:
@@ -104,7 +104,7 @@ def _block_report(sub, rng):
     heads = randint(rng, 1, 4)
     dim = heads * 4 * randint(rng, 1, 4)
     cond_dim = randint(rng, 3, 17)
-    return sub.probe("probe_ditblock", dim, heads, cond_dim, seed_from(rng)), (dim, heads, cond_dim)
+    return reduced(sub.probe("probe_ditblock", dim, heads, cond_dim, seed_from(rng))), (dim, heads, cond_dim)
 
 
 @exercise("DiTBlock", weight=2.0)
@@ -160,7 +160,7 @@ def test_dit_shapes_random(sub, rng):
 @exercise("DiT", weight=2.0)
 def test_dit_conditioning(sub, rng):
     """DiT's output depends on the time and the label; y=None is the null label; patches interact"""
-    report = sub.probe("probe_dit_conditioning", seed_from(rng))
+    report = reduced(sub.probe("probe_dit_conditioning", seed_from(rng)))
     expect(report["t_change"] > 1e-3, f"changing t changed the DiT's output by {report['t_change']:.2g}: "
                                       "the time is ignored.",
            "Hint: c = t_embed(timestep_embedding(t, dim)) (+ the label embedding) goes to every block and the final layer.")
@@ -210,8 +210,8 @@ def _cross_report(sub, rng, ctx_dim=None):
     dim = heads * 4
     M = randint(rng, 4, 8)
     lengths = [randint(rng, 1, M) for _ in range(2)] + [M]
-    return sub.probe("probe_cross_attention", dim, ctx_dim or dim + randint(rng, 1, 6), heads, lengths, M,
-                     seed_from(rng))
+    return reduced(sub.probe("probe_cross_attention", dim, ctx_dim or dim + randint(rng, 1, 6), heads, lengths, M,
+                     seed_from(rng)))
 
 
 @exercise("CrossAttention", weight=2.0)
@@ -224,7 +224,7 @@ def test_cross_attention_padding_random(sub, rng):
 def test_cross_attention_keys_from_text(sub, rng):
     """image tokens do not attend to each other; the text's content matters, not its order"""
     heads = randint(rng, 1, 3)
-    report = sub.probe("probe_cross_attention", 8 * heads, 8 * heads, heads, [4, 6], 6, seed_from(rng))
+    report = reduced(sub.probe("probe_cross_attention", 8 * heads, 8 * heads, heads, [4, 6], 6, seed_from(rng)))
     judge_no_error(report, "CrossAttention", CROSS_SHAPES_HINT)
     expect(report["other_tokens_change"] < 1e-6,
            f"changing one image token changed the other image tokens' outputs (by {report['other_tokens_change']:.2g}): "

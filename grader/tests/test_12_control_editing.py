@@ -14,9 +14,10 @@ from torch import nn
 
 from course import editing, in_context, personalize
 from course.ddim import ddim_sample, ddim_timesteps, ddim_walk
+from course.schedules import make_alpha_bar
 from course.guidance import guided_eps_model
 from grader.engine.api import Hint, Ref, build, expect, expect_close, expect_scalar, exercise
-from grader.public.nb12_control_editing import (alpha_bar_of, judge_adapter_training, judge_adapter_untrained,
+from grader.public.nb12_control_editing import (judge_adapter_training, judge_adapter_untrained,
                                                      judge_inject, judge_lora, judge_zeroconv, random_eps_model,
                                                      random_velocity_model, seeded_linear, small_unet,
                                                      zeroconv_fresh_hint)
@@ -44,7 +45,7 @@ def test_sdedit_matches_reference(sub, rng):
     seed = seed_from(rng)
     t0 = float(torch.empty(1).uniform_(0.25, 0.9, generator=rng))
     x_guide, noise = torch.randn(6, 1, 4, 4, generator=rng), torch.randn(6, 1, 4, 4, generator=rng)
-    ab, ts = alpha_bar_of(T), ddim_timesteps(T, 12)
+    ab, ts = make_alpha_bar(T), ddim_timesteps(T, 12)
     args = dict(alpha_bar=ab, timesteps=ts, noise=noise)
     model = build(Ref(random_eps_model, seed))
     expected = editing.sdedit(model, x_guide, t0, args)
@@ -74,7 +75,7 @@ def test_sdedit_at_zero_is_the_guide_and_at_one_a_sample(sub, rng):
     T = 150
     seed = seed_from(rng)
     x_guide, noise = torch.randn(5, 1, 4, 4, generator=rng), torch.randn(5, 1, 4, 4, generator=rng)
-    ab, ts = alpha_bar_of(T), ddim_timesteps(T, 10)
+    ab, ts = make_alpha_bar(T), ddim_timesteps(T, 10)
     args = dict(alpha_bar=ab, timesteps=ts, noise=noise)
     got0 = sub.call("sdedit", Ref(random_eps_model, seed), x_guide, 0.0, args)
     expect_close(got0, x_guide, "sdedit(..., t0 = 0, ...)", atol=1e-6, hints=[
@@ -142,7 +143,7 @@ def test_invert_then_edit_matches_reference(sub, rng):
     x = torch.randn(6, 1, 4, 4, generator=rng)
     y_src, y_tgt = torch.randint(0, 4, (6,), generator=rng), torch.randint(0, 4, (6,), generator=rng)
     w_inv, w_edit = float(torch.randint(1, 4, (1,), generator=rng)) / 2, float(torch.randint(2, 7, (1,), generator=rng)) / 2
-    ab, ts = alpha_bar_of(T), ddim_timesteps(T, 10)
+    ab, ts = make_alpha_bar(T), ddim_timesteps(T, 10)
     model = build(Ref(random_eps_model, seed))
     expected = editing.invert_then_edit(model, x, y_src, y_tgt, w_inv, w_edit, ts, ab)
     got = sub.call("invert_then_edit", Ref(random_eps_model, seed), x, y_src, y_tgt, w_inv, w_edit, ts, ab)
@@ -157,7 +158,7 @@ def test_invert_then_edit_partial_path_reconstructs(sub, rng):
     seed = seed_from(rng)
     x = torch.randn(5, 1, 4, 4, generator=rng)
     y = torch.randint(0, 4, (5,), generator=rng)
-    ab = alpha_bar_of(T)
+    ab = make_alpha_bar(T)
     ts = torch.arange(90, -1, -3)  # 90, 87, ..., 0: a fine path half way up
     model = build(Ref(random_eps_model, seed))
     expected = editing.invert_then_edit(model, x, y, y, 0.0, 0.0, ts, ab)
