@@ -6,33 +6,22 @@ Wrong answers are the reference's own answer cells with one realistic edit each 
 answer where one edit cannot express the mistake), so every variant is otherwise correct code."""
 from __future__ import annotations
 
-import nbformat
 import pytest
 import torch
 
 from grader.engine.grade import grade_notebook
-from support import SOLUTIONS, NotebookContract, assert_full, grade_with
+from support import SOLUTIONS, NotebookContract, assert_full, grade_with, edited, reference_answers
 
 NB = "11_transformers_text"
 SOLUTION = SOLUTIONS / f"{NB}.ipynb"
 
 
-def reference_cells() -> dict[str, str]:
-    nb = nbformat.read(SOLUTION, as_version=4)
-    return {(c.metadata.get("nbgrader") or {}).get("grade_id"): c.source for c in nb.cells
-            if (c.metadata.get("nbgrader") or {}).get("solution")}
-
-
-REF = reference_cells()
+REF = reference_answers(NB)
 
 
 def edit(exercise: str, *replacements: tuple[str, str]) -> str:
     """The reference answer of ``exercise`` with each (old, new) replaced (old must occur)."""
-    source = REF[exercise]
-    for old, new in replacements:
-        assert old in source, f"{exercise}: {old!r} not in the reference answer"
-        source = source.replace(old, new)
-    return source
+    return edited(REF, exercise, *replacements)
 
 
 PATCH_PERMUTE = "x = x.permute(0, 2, 4, 1, 3, 5)  # (N, gh, gw, C, p, p)"

@@ -8,30 +8,19 @@ notebooks (the hidden tests also hint at: inversion ignoring w_invert, merge() w
 the target velocity reversed)."""
 from __future__ import annotations
 
-import nbformat
 
-from support import SOLUTIONS, NotebookContract
+from support import SOLUTIONS, NotebookContract, edited, reference_answers
 
 NB = "12_control_editing"
 SOLUTION = SOLUTIONS / f"{NB}.ipynb"
 
 
-def reference_cells() -> dict[str, str]:
-    nb = nbformat.read(SOLUTION, as_version=4)
-    return {(c.metadata.get("nbgrader") or {}).get("grade_id"): c.source for c in nb.cells
-            if (c.metadata.get("nbgrader") or {}).get("solution")}
-
-
-REF = reference_cells()
+REF = reference_answers(NB)
 
 
 def edit(exercise: str, *replacements: tuple[str, str]) -> str:
     """The reference answer of ``exercise`` with each (old, new) replaced (old must occur)."""
-    source = REF[exercise]
-    for old, new in replacements:
-        assert old in source, f"{exercise}: {old!r} not in the reference answer"
-        source = source.replace(old, new)
-    return source
+    return edited(REF, exercise, *replacements)
 
 
 SD_START = "t_start = int(round(float(t0) * len(alpha_bar))) - 1"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from grader.engine.api import Hint, adam_losses, expect, expect_close, expect_scalar, exercise, relative_change  # noqa: F401
+from grader.engine.api import Hint, adam_losses, expect, expect_close, expect_scalar, exercise, relative_change  # noqa: F401  (relative_change: re-exported for the hidden tests)
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "timestep_embedding": 1,

@@ -24,7 +24,7 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.workflows.strip import normalised_tokens
+from grader.workflows.strip import normalised_tokens, notebook_code
 
 THRESHOLD = 0.7
 MIN_TOKENS = 40
@@ -104,26 +104,7 @@ def flag_pairs(exercise: str, answers: dict[str, str], reference: str | None = N
 # A course directory
 # ------------------------------------------------------------------------------------------------
 def _answers_in(notebook: Path, exercises) -> dict[str, str]:
-    return {gid: src for gid, src in _raw_cells(notebook) if gid in exercises}
-
-
-def _raw_cells(path: Path) -> list[tuple[str | None, str]]:
-    import json
-
-    try:
-        nb = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    out = []
-    for cell in nb.get("cells", []) if isinstance(nb, dict) else []:
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
-            continue
-        src = cell.get("source", "")
-        src = "".join(src) if isinstance(src, list) else str(src)
-        gid = ((cell.get("metadata") or {}).get("nbgrader") or {}).get("grade_id") \
-            if isinstance(cell.get("metadata"), dict) and isinstance(cell["metadata"].get("nbgrader"), dict) else None
-        out.append((gid if isinstance(gid, str) else None, src))
-    return out
+    return {gid: src for gid, src in notebook_code(notebook) if gid in exercises}
 
 
 @dataclass
