@@ -33,7 +33,7 @@ def exercise_result(points: float, records: list[TestRecord], preset: dict | Non
 
 def build_report(notebook: str, exercise_results: dict[str, dict], sandbox: str | None = None) -> dict:
     """The report: total and per-exercise scores; ``sandbox`` is the isolation the learner's code
-    ran under ("namespaces+uid", "namespaces-or-limits", "limits", or "not started" when no
+    ran under ("namespaces+uid", "uid+limits", "limits", or "not started" when no
     exercise needed to run), so an instructor can see what the scores were protected by."""
     report = {
         "notebook": notebook,

@@ -8,7 +8,9 @@ prints 50 MB costs a little time and no memory.
 What the worker may see is an allow list (:func:`allow_list`): the interpreter and its packages,
 the system's libraries, the public grader and the course library *as the graded notebook may see
 it* (:mod:`grader.engine.stripped`). Where the supervisor cannot build that view (no namespaces),
-the stripped library still comes first on the worker's ``sys.path`` and the report says "limits".
+the stripped library still comes first on the worker's ``sys.path``; as root the worker then still
+runs as a fresh unprivileged uid where that uid can read the interpreter and the packages (the
+report says "uid+limits": file permissions do the hiding), else the report says "limits".
 """
 from __future__ import annotations
 
@@ -79,6 +81,7 @@ SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", 
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
              "alternatives", "mime.types")
 DEVICES = ("null", "zero", "full", "random", "urandom")
+ISOLATION_LEVELS = ("namespaces+uid", "uid+limits", "limits")
 MAX_CONTAINERS = 200_000  # JSON arrays and objects in one reply (tensors cross as strings)
 
 
@@ -126,11 +129,63 @@ def allow_list(library: Path | None = None) -> list[list]:
     if os.path.isdir(checkpoints):
         entries.append(_entry(checkpoints))
     real_library = str(library_dir())
+    # a folder already bound as itself is not bound again (the interpreter in /usr, an installed
+    # grader inside site-packages): a second mount at the same place would hide the first one,
+    # which then could not be made read-only
+    same = [e[2].rstrip("/") for e in entries if e[0] == "bind" and e[1] == e[2]]
+    kept, seen = [], set()
+    for e in entries:
+        dst = e[2].rstrip("/")
+        if e[0] == "bind" and e[1] == e[2] and (dst in seen or any(dst.startswith(q + "/") for q in same if q)):
+            continue
+        seen.add(dst)
+        kept.append(e)
+    entries = kept
     if library is not None:
         entries.append(["bind", str(Path(library) / PACKAGE), real_library])
-    else:
+    elif real_library not in seen and not any(real_library.startswith(q + "/") for q in same if q):
         entries.append(_entry(real_library))
     return entries
+
+
+def _unreadable_to_others(path: str) -> str | None:
+    """The first folder on the way to ``path`` that another uid cannot enter, or ``path`` itself if
+    it cannot read it; None when every uid can reach and read it."""
+    import stat as st
+
+    real = os.path.realpath(path)
+    parts = real.split(os.sep)
+    for i in range(2, len(parts) + 1):
+        here = os.sep.join(parts[:i]) or os.sep
+        try:
+            mode = os.stat(here).st_mode
+        except OSError:
+            return None  # not there: nothing to say about it
+        last = i == len(parts)
+        need = st.S_IXOTH if not last else (st.S_IROTH | (st.S_IXOTH if st.S_ISDIR(mode) else 0))
+        if mode & need != need:
+            return here
+    return None
+
+
+def uid_drop_blocker(extra: list[str] = ()) -> str | None:
+    """Why the learner's code could not run as another uid without namespaces (None if it can):
+    the interpreter, its standard library and the installed packages must be readable by any uid
+    (a Python under /root, mode 0700, is not)."""
+    import sysconfig
+
+    if os.name != "posix" or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "not running as root"
+    need = [sys.executable, os.path.realpath(sys.executable), sysconfig.get_paths()["stdlib"],
+            sysconfig.get_paths()["platstdlib"], *extra]
+    need += [e for e in sys.path if os.path.basename(os.path.realpath(e or ".")) in ("site-packages", "dist-packages")
+             and os.path.isdir(e)]
+    for path in need:
+        blocked = _unreadable_to_others(path)
+        if blocked:
+            return (f"the interpreter or its packages ({path}) are not readable by another uid "
+                    f"({blocked} is closed to others), so the learner's code runs as root")
+    return None
 
 
 def notebook_of(module: str | None) -> str | None:
@@ -299,9 +354,10 @@ class Sandbox:
         self.limits = limits or Limits()
         self.policy = policy or Policy()
         self.proc: subprocess.Popen | None = None
-        self.isolation = "none"  # "namespaces+uid" or "limits", as the supervisor built it
+        self.isolation = "none"  # "namespaces+uid", "uid+limits" or "limits", as the supervisor built it
         self.resources = "rlimits"  # "cgroup v2", "cgroup v1" or "rlimits"
         self._scratch = None
+        self._uid_blocker: str | None = None
         self._cgroups: list[str] = []
         try:
             self.start()
@@ -320,10 +376,19 @@ class Sandbox:
             _isolation_failed = self._drain.text().strip() or "isolation unavailable"
             self.kill()
             self._start(False)
-        if self.policy.isolate and self.isolation != "namespaces+uid":
+        if self.isolation == "uid+limits":
+            _warn_once(f"the learner's code runs without namespaces "
+                       f"({_isolation_failed or 'not requested'}) as an unprivileged uid: only file "
+                       "permissions hide files outside the sandbox (the hidden tests must be root-only); "
+                       "see docs/INSTRUCTOR.md")
+        elif self.policy.isolate and self.isolation != "namespaces+uid":
             _warn_once(f"the learner's code runs with resource limits only, not in namespaces "
                        f"({_isolation_failed or 'not available here'}): files outside the sandbox are "
                        "visible to it; see docs/INSTRUCTOR.md")
+        if self._uid_blocker and self.isolation == "limits" and os.name == "posix" and os.geteuid() == 0:
+            _warn_once(f"the learner's code runs as root without namespaces: {self._uid_blocker}; "
+                       "install Python where every user can read it (e.g. /usr or a virtual environment "
+                       "outside /root); see docs/INSTRUCTOR.md")
         if self.resources == "rlimits" and sys.platform.startswith("linux"):
             _warn_once("no cgroup for the sandbox: its memory is limited by RLIMIT_AS only (shared memory "
                        "and memfd are not counted); see docs/INSTRUCTOR.md")
@@ -339,6 +404,23 @@ class Sandbox:
         tag = os.path.basename(self._scratch)
         if isolate:
             self._cgroups, self.resources = make_cgroups(tag, self.limits.memory_mb, self.limits.nproc)
+        unisolated_library = [str(library)] if library else []
+        drop_uid = False
+        if hasattr(os, "geteuid") and os.geteuid() == 0 and sys.platform.startswith("linux"):
+            # should namespaces be missing: the worker runs as another uid, so its copy of the
+            # stripped library must be readable by it (the cache lives in root's home)
+            self._uid_blocker = uid_drop_blocker([str(PROJECT_ROOT)])
+            drop_uid = self._uid_blocker is None
+            if drop_uid and library is not None:
+                from grader.engine.stripped import PACKAGE
+
+                copy = os.path.join(self._scratch, "library")
+                shutil.copytree(Path(library) / PACKAGE, os.path.join(copy, PACKAGE))
+                for dirpath, dirnames, filenames in os.walk(copy):
+                    os.chmod(dirpath, 0o755)
+                    for name in filenames:
+                        os.chmod(os.path.join(dirpath, name), 0o644)
+                unisolated_library = [copy]
         config = {
             "req_fd": req_r, "resp_fd": resp_w,
             "memory_mb": self.limits.memory_mb, "cpu_s": self.limits.cpu_s,
@@ -353,7 +435,8 @@ class Sandbox:
             "python": sys.executable,
             "pythonpath": [str(PROJECT_ROOT)],
             # no mounts: the stripped library must come first on sys.path
-            "pythonpath_unisolated": ([str(library)] if library else []) + [str(PROJECT_ROOT)],
+            "pythonpath_unisolated": unisolated_library + [str(PROJECT_ROOT)],
+            "drop_uid": drop_uid,
         }
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")}
         self.proc = subprocess.Popen(
@@ -371,9 +454,11 @@ class Sandbox:
         if not reply.get("ok"):
             raise WorkerDied(f"the sandbox did not start: {reply}")
         # what the supervisor built, told to the worker before any learner code ran
-        self.isolation = reply.get("sandbox") if reply.get("sandbox") in ("namespaces+uid", "limits") else "limits"
+        self.isolation = reply.get("sandbox") if reply.get("sandbox") in ISOLATION_LEVELS else "limits"
         if not isolate:
-            self.isolation, self.resources = "limits", "rlimits"
+            self.resources = "rlimits"
+            if self.isolation == "namespaces+uid":
+                self.isolation = "limits"
 
     # -- requests ----------------------------------------------------------------------------------
     def request(self, message: dict, timeout: float) -> dict:

@@ -17,7 +17,12 @@ Isolation of the worker (what applied is handed to the worker, which reports it 
   and cannot be undone) with every capability cleared. No new privileges, no capability
   bounding set, either way. The worker is PID 1 of its namespace: when it ends, the kernel ends
   everything it started;
-- elsewhere (macOS, locked-down containers): resource limits and descendant cleanup only.
+- as root where namespaces are not available (or not wanted): no new namespaces, but the worker
+  still runs as a unique unprivileged uid/gid (no groups, no new privileges, a process limit), so
+  file permissions do the hiding ("uid+limits"); the grader asks for this only when that uid can
+  reach the interpreter and the packages (``drop_uid``);
+- elsewhere (macOS, locked-down containers as an ordinary user): resource limits and descendant
+  cleanup only.
 
 Resource limits always: address space, CPU seconds, file size, core dumps off, and (with a
 unique uid) the number of processes; memory and process count of the whole sandbox by a cgroup
@@ -158,6 +163,10 @@ def build_root(config: dict) -> str:
     os.umask(0o022)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=0755")
+    # the scratch /tmp first: an allowed path under /tmp (a virtual environment there, say) is
+    # bound on top of it rather than covered by it
+    os.makedirs(os.path.join(new, "tmp"), exist_ok=True)
+    mount("tmpfs", os.path.join(new, "tmp"), "tmpfs", MS_NOSUID | MS_NODEV, f"size={config['tmp_mb']}m,mode=1777")
     for entry in sorted(config["binds"], key=lambda e: (e[2].rstrip("/").count("/"), e[2])):
         _place(new, entry)
     for path in config.get("hidden", []):
@@ -166,8 +175,6 @@ def build_root(config: dict) -> str:
             mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=0555")
         elif os.path.isfile(target):
             mount("/dev/null", target, None, MS_BIND)
-    os.makedirs(os.path.join(new, "tmp"), exist_ok=True)
-    mount("tmpfs", os.path.join(new, "tmp"), "tmpfs", MS_NOSUID | MS_NODEV, f"size={config['tmp_mb']}m,mode=1777")
     os.makedirs(os.path.join(new, "dev", "shm"), exist_ok=True)
     mount("tmpfs", os.path.join(new, "dev", "shm"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
           f"size={config['shm_mb']}m,mode=1777")
@@ -206,8 +213,12 @@ def _drop_bounding_set() -> None:
 
 def lock_down(mode: str, uid: int) -> None:
     """Give up every privilege for good (mounts made before this can no longer change)."""
-    if mode == "root":
-        _drop_bounding_set()
+    if mode in ("root", "uid"):
+        try:
+            _drop_bounding_set()
+        except OSError:
+            if mode == "root":
+                raise  # without namespaces ("uid") the uid change below clears the capabilities anyway
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
@@ -251,19 +262,25 @@ def become_worker(config: dict, req_fd: int, resp_fd: int, mode: str) -> None:
         unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC)
         scratch = build_root(config)
         pythonpath = config["pythonpath"]
-        if mode == "root":
-            os.chown(scratch, uid, uid)
+    if mode in ("root", "uid"):  # the learner's code runs as a fresh unprivileged uid
+        os.chown(scratch, uid, uid)
     os.chmod(scratch, 0o700)
-    apply_limits(config, own_uid=(mode == "root"))
+    apply_limits(config, own_uid=(mode in ("root", "uid")))
     if mode in ("root", "userns"):
         lock_down(mode, uid)
+    elif mode == "uid":  # root without namespaces: file permissions do the hiding
+        try:
+            lock_down("uid", uid)
+        except OSError as exc:  # said, and reported as limits only
+            os.write(2, f"sandbox: could not run the learner's code as another uid ({exc}); limits only\n".encode())
+            mode = "none"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": scratch, "TMPDIR": scratch,
         "MPLBACKEND": "Agg", "MPLCONFIGDIR": os.path.join(scratch, "mpl"),
         "IPYTHONDIR": os.path.join(scratch, "ipython"), "PYTHONPATH": os.pathsep.join(pythonpath),
         "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1", "COURSE_FAST": "1", "COURSE_SANDBOX": "1", "LC_ALL": "C.UTF-8",
-        "COURSE_SANDBOX_ISOLATION": "namespaces+uid" if mode in ("root", "userns") else "limits",
+        "COURSE_SANDBOX_ISOLATION": ISOLATION[mode],
     }
     os.chdir(scratch)
     os.execve(config["python"], [config["python"], "-m", "grader.engine.worker", str(req_fd), str(resp_fd)], env)
@@ -330,12 +347,23 @@ def _reap(timeout: float) -> None:
             time.sleep(0.01)
 
 
+ISOLATION = {"root": "namespaces+uid", "userns": "namespaces+uid", "uid": "uid+limits", "none": "limits"}
+
+
 def choose_mode(config: dict) -> str:
+    """"root"/"userns": namespaces; "uid": root without namespaces, another uid (when the grader
+    found the interpreter and the packages readable by one: ``drop_uid``); "none": limits only."""
     if not config.get("isolate", True) or not sys.platform.startswith("linux"):
-        return "none"
+        return _unisolated(config)
     if os.geteuid() == 0:
         return "root"
     return "userns" if config.get("allow_userns", True) else "none"
+
+
+def _unisolated(config: dict) -> str:
+    if os.name == "posix" and os.geteuid() == 0 and config.get("drop_uid"):
+        return "uid"
+    return "none"
 
 
 def enter_namespaces(mode: str) -> str:
@@ -359,12 +387,12 @@ def main() -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     mode = choose_mode(config)
-    if mode != "none":
+    if mode in ("root", "userns"):
         try:
             enter_namespaces(mode)
         except OSError as exc:
             notes.append(f"isolation unavailable ({exc}); limits only")
-            mode = "none"
+            mode = _unisolated(config)
     for note in notes:
         sys.stderr.write(f"sandbox: {note}\n")
     status_r, status_w = os.pipe()  # the child reports a failed isolation step here
@@ -374,7 +402,7 @@ def main() -> None:
         try:
             become_worker(config, req_fd, resp_fd, mode)
         except BaseException as exc:  # noqa: BLE001 - report and die
-            if mode != "none":  # the grader starts a sandbox without isolation instead
+            if mode in ("root", "userns"):  # the grader starts a sandbox without namespaces instead
                 os.write(status_w, f"isolation unavailable ({exc})\n".encode())
                 os._exit(ISOLATION_FAILED)
             os.write(2, f"sandbox: could not start the worker: {exc}\n".encode())
