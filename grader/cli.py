@@ -114,8 +114,8 @@ def cmd_demo(args) -> int:
     print(format_table(blank, verbose=False) + "\n")
     print(f"Reference: {ref['score']:g}/{ref['max_score']:g}   Blank student notebook: "
           f"{blank['score']:g}/{blank['max_score']:g}")
-    print("Next: open notebooks/01_toy_flows.ipynb in Jupyter (jupyter lab notebooks/), answer, then\n"
-          "      course grade notebooks/01_toy_flows.ipynb")
+    print("Next: course start ~/diffusion-work (your own copy of the notebooks), jupyter lab ~/diffusion-work,\n"
+          "      answer 01_toy_flows.ipynb, then course grade ~/diffusion-work/01_toy_flows.ipynb")
     ok = ref["score"] == ref["max_score"] and blank["score"] == 0
     return 0 if ok else 1
 

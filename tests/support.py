@@ -127,7 +127,7 @@ class NotebookContract:
 
         report = grade_notebook(self.solution, seed=self.seed)
         assert_full(report)
-        assert report["sandbox"] in {"namespaces+uid", "namespaces-or-limits", "limits"}, report["sandbox"]
+        assert report["sandbox"] in {"namespaces+uid", "uid+limits", "limits"}, report["sandbox"]
         assert set(report["exercises"]) == set(spec_for(self.notebook).exercises)
 
     def test_released_stub_scores_zero(self):

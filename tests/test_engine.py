@@ -119,7 +119,7 @@ def test_cli_grade_writes_exact_json_and_gradescope(tmp_path):
     assert "rk4_step" in out.stdout and "2/2" in out.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     assert set(report) == {"notebook", "score", "max_score", "exercises", "sandbox"}
-    assert report["sandbox"] in {"namespaces+uid", "namespaces-or-limits", "limits"}
+    assert report["sandbox"] in {"namespaces+uid", "uid+limits", "limits"}
     assert report["notebook"] == "01_toy_flows" and report["score"] == report["max_score"] == 2.0
     assert set(report["exercises"]) == {"rk4_step"}
     entry = report["exercises"]["rk4_step"]
