@@ -177,3 +177,20 @@ class NotebookContract:
         from grader.workflows.execute import execute_notebook
 
         execute_notebook(self.solution, fast=True)
+
+
+def make_venv(where: Path, interpreter: str | None = None) -> Path:
+    """A fresh venv (from ``interpreter``, default this one) that sees this environment's packages (torch,
+    nbgrader, ...) but not the course: its editable install is not activated. Returns its python."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    subprocess.run([interpreter or sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
+                    str(where)], check=True, timeout=300)
+    python = where / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "course_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return python
+

@@ -16,11 +16,12 @@ import os
 import re
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from support import make_venv
 
 ROOT = Path(__file__).resolve().parents[1]
 A = "01_toy_flows"
@@ -43,18 +44,6 @@ def student_notebook(bundle: Path, dest: Path, pasted: dict[str, str]) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest)
     return dest
-
-
-def make_venv(where: Path) -> Path:
-    """A fresh venv that sees this environment's packages (torch, nbgrader, ...) but not the course."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(where)],
-                   check=True, timeout=300)
-    python = where / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    # this environment's site-packages as a plain path: its editable course install is NOT activated
-    (Path(site) / "course_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    return python
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import stat
 import subprocess
 import sys
 import shutil
-import sysconfig
 import tempfile
 import zipfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import support
 from grader.workflows.gradescope import results_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,13 +57,7 @@ def shared_interpreter() -> str:
 
 
 def make_venv(where: Path) -> Path:
-    subprocess.run([shared_interpreter(), "-m", "venv", "--without-pip", "--system-site-packages", str(where)],
-                   check=True, timeout=300)
-    python = where / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    (Path(site) / "course_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    return python
+    return support.make_venv(where, shared_interpreter())
 
 
 @pytest.fixture(scope="module")
