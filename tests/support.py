@@ -63,6 +63,27 @@ def with_answers(notebook: Path, answers: dict[str, str], out_dir: Path | None =
     return path
 
 
+def answer_namespace(notebook: str, answers: dict[str, str]) -> dict:
+    """The namespace a learner's kernel holds after running the reference's setup and answer cells
+    of ``notebook`` (from ``solutions/``), with ``answers`` (grade_id -> source) in place of some."""
+    import os
+
+    from grader.engine.notebook import parse, read_notebook
+    from grader.engine.registry import spec_for
+
+    path = SOLUTIONS / f"{notebook}.ipynb"
+    parsed = parse(read_notebook(path), spec_for(notebook).exercises, path)
+    namespace: dict = {"__name__": "__main__"}
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # setup cells find checkpoints/ relative to the project, as in a notebook
+    try:
+        for cell in parsed.cells:
+            exec(compile(answers.get(cell.id, cell.source), f"<cell {cell.id}>", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    return namespace
+
+
 def grade_with(notebook: Path, answers: dict[str, str], seed: int = 1234, **kwargs) -> dict:
     """Grade a copy of ``notebook`` with ``answers`` substituted."""
     return grade_notebook(with_answers(notebook, answers), seed=seed, **kwargs)
@@ -156,6 +177,23 @@ class NotebookContract:
                 except AssertionError as exc:
                     failures.append(f"wrong answer #{i} of {name}: {exc}")
         assert not failures, "\n\n".join(failures)
+
+    def test_every_wrong_answer_fails_a_public_check(self):
+        """Issue 13: is each realistic mistake caught by ``check()`` in the notebook, not only by the
+        hidden tests? (Run in this process, as in the learner's kernel: the setup and answer cells of
+        the reference with one answer replaced by the wrong one.)"""
+        from grader.engine.check import CheckFailed, check
+
+        misses = []
+        for name, variants in self.WRONG.items():
+            for i, (source, hint) in enumerate(variants):
+                namespace = answer_namespace(self.notebook, {name: source})
+                try:
+                    check(name, namespace, quiet=True)
+                except CheckFailed:
+                    continue
+                misses.append(f"wrong answer #{i} of {name} (its hidden-test hint: {hint!r})")
+        assert not misses, "passed every public check:\n" + "\n".join(misses)
 
     def test_correct_rewrites_keep_full_marks(self):
         """Do correct answers written differently from the reference keep full marks?"""

@@ -61,3 +61,41 @@ def test_a_kernel_without_the_course_says_what_to_do(notebook, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "course" else real(name, *a))
     with pytest.raises(ModuleNotFoundError, match="Python \\(diffusion course\\)"):
         exec(compile(first.source, notebook, "exec"), {})
+
+
+def test_a_staged_hint_says_what_first_then_where():
+    """Does check() show what is wrong on the first failed attempt, and where to look from the second on,
+    while the grader's feedback (the Hint's lines) holds both?"""
+    from grader.engine.check import _staged
+    from grader.engine.compare import Hint
+
+    hint = Hint(alternative=None, message="the noise is added at the last step too.",
+                where="the sampler's final step, t = 0, in Algorithm 2 of Ho et al.")
+    lines = ["[a sampler] the samples differ.", *hint.lines()]
+    assert lines[-1].startswith("Where to look: ")  # the grader shows both
+    first = _staged(lines, attempt=1)
+    assert "Hint: the noise is added at the last step too." in first
+    assert not any("Where to look" in line for line in first)
+    assert "Run the check again" in first[-1]
+    assert _staged(lines, attempt=2) == lines
+
+
+def test_a_multiple_choice_answer_is_explained_not_given_away():
+    """Does expect_choice accept the right letter however written, explain a wrong one without naming the
+    right one, and say what to answer for something that is not a letter?"""
+    from grader.engine.compare import Mismatch, expect_choice
+
+    why = {"a": "halving dt halves one step's error, but there are twice as many steps.",
+           "c": "the error does depend on dt."}
+    expect_choice(" B ", "b", "predict_order()", why)
+    expect_choice("(b)", "b", "predict_order()", why)
+    with pytest.raises(Mismatch) as err:
+        expect_choice("a", "b", "predict_order()", why, where="the local and global error of Euler's method")
+    text = "\n".join(err.value.lines)
+    assert "twice as many steps" in text and "Where to look" in text and "'b'" not in text
+    with pytest.raises(Mismatch) as err:
+        expect_choice("z", "b", "predict_order()", why)
+    assert "'a', 'b', 'c'" in "\n".join(err.value.lines)
+    with pytest.raises(Mismatch) as err:
+        expect_choice(2, "b", "predict_order()", why)
+    assert "string" in "\n".join(err.value.lines)

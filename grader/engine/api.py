@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from grader.engine.codec import LearnerRef, Ref  # noqa: F401  (re-exported for test modules)
-from grader.engine.compare import (Hint, Mismatch, expect, expect_close, expect_moments,  # noqa: F401
-                                   expect_scalar, expect_tensor, matches)
+from grader.engine.compare import (Hint, Mismatch, expect, expect_choice, expect_close,  # noqa: F401
+                                   expect_moments, expect_scalar, expect_tensor, matches)
 
 
 def build(ref: Ref, module=None):

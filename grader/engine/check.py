@@ -30,6 +30,7 @@ import torch
 
 from grader.engine import registry
 from grader.engine.api import tests_of
+from grader.engine.compare import WHERE_PREFIX
 from grader.engine.plugin import feedback_for
 from grader.engine.submission import InProcessSubmission
 
@@ -54,6 +55,17 @@ def _caller_namespace(depth: int) -> dict:
         pass
     frame = inspect.stack()[depth].frame
     return frame.f_globals
+
+
+_FAILED_ATTEMPTS: dict[str, int] = {}  # exercise -> failed checks so far in this kernel (staged hints)
+
+
+def _staged(lines: list[str], attempt: int) -> list[str]:
+    """The first failed check shows what is wrong; from the second on, also where to look."""
+    if attempt > 1 or not any(line.lstrip().startswith(WHERE_PREFIX) for line in lines):
+        return lines
+    kept = [line for line in lines if not line.lstrip().startswith(WHERE_PREFIX)]
+    return kept + ["  (Still stuck after another try? Run the check again: it will also say where to look.)"]
 
 
 CHECK_TIMEOUT_S = 60.0  # per public test, in the learner's kernel (an endless loop must not hang it)
@@ -147,9 +159,12 @@ def check(exercise: str, namespace: dict | None = None, _depth: int = 1, quiet: 
             _, lines = feedback_for(exc, label)
             failures.extend(lines)
     if n_failed:
+        _FAILED_ATTEMPTS[exercise] = _FAILED_ATTEMPTS.get(exercise, 0) + 1
+        failures = [part for line in failures for part in line.split("\n")]
         lines = [f"✗ {exercise}: {len(tests) - n_failed} of {len(tests)} public checks passed."] + [
-            "  " + line.replace("\n", "\n    ") for line in failures]
+            "  " + line for line in _staged(failures, _FAILED_ATTEMPTS[exercise])]
         raise CheckFailed(lines)
+    _FAILED_ATTEMPTS.pop(exercise, None)
     if not quiet:
         print(f"✓ {exercise}: all {len(tests)} public checks passed. (The grader runs more, hidden, tests.)")
 

@@ -22,12 +22,23 @@ class Mismatch(AssertionError):
         super().__init__("\n".join(self.lines))
 
 
+WHERE_PREFIX = "Where to look: "
+
+
 @dataclass
 class Hint:
-    """If the learner's answer is close to ``alternative`` (what a known mistake gives), say ``message``."""
+    """If the learner's answer is close to ``alternative`` (what a known mistake gives), say ``message``.
+
+    A staged hint: ``message`` says *what* is wrong; ``where`` (optional) says *where* to look (a line
+    of the equation, a step of the algorithm), never the code. The grader's feedback shows both; a
+    notebook's ``check()`` shows ``where`` from the second failed attempt at the same exercise on."""
 
     alternative: object
     message: str
+    where: str = ""
+
+    def lines(self) -> list[str]:
+        return [f"Hint: {self.message}"] + ([WHERE_PREFIX + self.where] if self.where else [])
 
 
 def _fmt(v) -> str:
@@ -61,7 +72,7 @@ def _hint_lines(actual, hints: Sequence[Hint], rtol: float, atol: float) -> list
     for hint in hints:
         alt = hint.alternative() if callable(hint.alternative) else hint.alternative
         if alt is not None and matches(actual, alt, rtol=max(rtol, 1e-3), atol=max(atol, 1e-4)):
-            return [f"Hint: {hint.message}"]
+            return hint.lines()
     return []
 
 
@@ -157,6 +168,30 @@ def expect_scalar(actual, expected: float, what: str, rtol: float = 1e-4, atol: 
         return
     lines = [f"{what} is {actual:.6g}, expected {expected:.6g} (difference {abs(actual - expected):.3g})."]
     raise Mismatch(lines + _hint_lines(torch.tensor(float(actual)), hints, rtol, atol))
+
+
+def expect_choice(actual, correct: str, what: str, why_not: dict[str, str] | None = None,
+                  where: str = "") -> None:
+    """A multiple-choice answer: one of the letters of ``why_not`` plus ``correct`` (case and spaces
+    ignored). A wrong choice gets its own explanation from ``why_not`` (what is wrong with it), then
+    ``where`` (what to reread), never the right letter."""
+    options = sorted({correct.lower(), *(k.lower() for k in (why_not or {}))})
+    if not isinstance(actual, str):
+        raise Mismatch([f"{what} should return one of the letters {', '.join(repr(o) for o in options)} "
+                        f"(a string), but returned {type(actual).__name__}."])
+    choice = actual.strip().lower().strip("()")
+    if choice == correct.lower():
+        return
+    if choice not in options:
+        raise Mismatch([f"{what} returned {actual!r}: answer with one of "
+                        f"{', '.join(repr(o) for o in options)}."])
+    reason = {k.lower(): v for k, v in (why_not or {}).items()}.get(choice, "")
+    lines = [f"{what}: {choice!r} is not the right choice."]
+    if reason:
+        lines.append(f"Hint: {reason}")
+    if where:
+        lines.append(WHERE_PREFIX + where)
+    raise Mismatch(lines)
 
 
 def expect(condition: bool, *lines: str) -> None:
