@@ -14,7 +14,6 @@ the file this check is skipped.
 """
 from __future__ import annotations
 
-import ast
 import builtins
 import contextlib
 import difflib
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 
 from grader.engine import registry
+from grader.engine.answer_names import bound_names, defines, dependency_line, exercises_used, used_names
 from grader.engine.api import tests_of
 from grader.engine.compare import WHERE_PREFIX
 from grader.engine.plugin import feedback_for
@@ -115,7 +115,7 @@ def _exercises_or_none(spec) -> list[str]:
 
 
 def check(exercise: str, namespace: dict | None = None, _depth: int = 1, quiet: bool = False,
-          timeout: float = CHECK_TIMEOUT_S) -> None:
+          timeout: float = CHECK_TIMEOUT_S, *, _dependencies: bool = True) -> None:
     """Run the public tests of ``exercise``; print the outcome; raise CheckFailed if any fails.
 
     Returns None (so a passing check cell shows only its message); each test may run ``timeout`` s."""
@@ -159,10 +159,16 @@ def check(exercise: str, namespace: dict | None = None, _depth: int = 1, quiet: 
             _, lines = feedback_for(exc, label)
             failures.extend(lines)
     if n_failed:
+        if not _dependencies:  # asked by another exercise's check: no counting, no staging
+            raise CheckFailed([f"✗ {exercise}"])
         _FAILED_ATTEMPTS[exercise] = _FAILED_ATTEMPTS.get(exercise, 0) + 1
         failures = [part for line in failures for part in line.split("\n")]
         lines = [f"✗ {exercise}: {len(tests) - n_failed} of {len(tests)} public checks passed."] + [
             "  " + line for line in _staged(failures, _FAILED_ATTEMPTS[exercise])]
+        wrong = [d for d in _exercises_called(exercise, spec, ns) if not _passes(d, ns, timeout)]
+        if wrong:
+            lines.insert(1, "  " + dependency_line(exercise, wrong, "fails its own public checks"
+                                                   if len(wrong) == 1 else "fail their own public checks"))
         raise CheckFailed(lines)
     _FAILED_ATTEMPTS.pop(exercise, None)
     if not quiet:
@@ -176,59 +182,40 @@ _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", 
                   "_ih", "_oh", "_dh", "display"}
 
 
-def _tree(source: str):
+def _passes(exercise: str, ns: dict, timeout: float) -> bool:
+    """Does ``exercise`` (as defined in ``ns``) pass its public checks? Quiet; counts no attempt."""
+    if exercise not in ns:
+        return True  # not written: its own check says so; nothing to blame here
     try:
-        from IPython.core.inputtransformer2 import TransformerManager
-
-        source = TransformerManager().transform_cell(source)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        return ast.parse(source)
-    except SyntaxError:
-        return None
-
-
-def bound_names(source: str) -> set[str]:
-    """Every name a cell binds anywhere (definitions, assignments, imports, arguments, loop targets)."""
-    tree = _tree(source)
-    names: set[str] = set()
-    if tree is None:
-        return names
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            names.add(node.id)
-        elif isinstance(node, ast.arg):
-            names.add(node.arg)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            names.add(node.name)
-        elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            names.update(node.names)
-    return names
-
-
-def used_names(source: str) -> set[str]:
-    tree = _tree(source)
-    return set() if tree is None else {n.id for n in ast.walk(tree)
-                                       if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-
-
-def _defines(source: str, name: str) -> bool:
-    tree = _tree(source)
-    if tree is None:
+        check(exercise, ns, quiet=True, timeout=timeout, _dependencies=False)
+        return True
+    except CheckFailed:
         return False
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
-            return True
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(isinstance(n, ast.Name) and n.id == name for t in targets for n in ast.walk(t)):
-                return True
-    return False
+
+
+def _code_names(obj, depth: int = 0) -> set[str]:
+    """Global names a function (or a class's methods) reads, from the code objects, nested ones too."""
+    if depth > 3:
+        return set()
+    if isinstance(obj, type):
+        return set().union(*(_code_names(v, depth + 1) for v in vars(obj).values()))
+    code = getattr(obj, "__code__", None) if not hasattr(obj, "co_names") else obj
+    if code is None:
+        return set()
+    nested = [c for c in code.co_consts if hasattr(c, "co_names")]
+    return set(code.co_names).union(*(_code_names(c, depth + 1) for c in nested))
+
+
+def _exercises_called(exercise: str, spec, ns: dict) -> list[str]:
+    """The other exercises of the notebook that the learner's ``exercise`` calls: from its answer cell's
+    source where the kernel's history has it, else from the function's code."""
+    history = ns.get("In")
+    source = next((src for src in reversed(history) if isinstance(src, str) and defines(src, exercise)),
+                  None) if isinstance(history, list) else None
+    if source is not None:
+        return exercises_used(source, exercise, spec.exercises)
+    names = _code_names(ns.get(exercise))
+    return [n for n in spec.exercises if n != exercise and n in names]
 
 
 def _notebook_file(spec, ns: dict) -> Path | None:
@@ -248,7 +235,7 @@ def names_from_other_cells(exercise: str, spec, ns: dict) -> list[str]:
     history = ns.get("In")
     if not isinstance(history, list):
         return []
-    answer = next((src for src in reversed(history) if isinstance(src, str) and _defines(src, exercise)), None)
+    answer = next((src for src in reversed(history) if isinstance(src, str) and defines(src, exercise)), None)
     path = _notebook_file(spec, ns)
     if answer is None or path is None:
         return []

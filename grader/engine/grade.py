@@ -15,7 +15,7 @@ import pytest
 from grader.engine import notebook as nbmod
 from grader.engine import registry
 from grader.engine.plugin import GradingPlugin
-from grader.engine.report import build_report, exercise_result
+from grader.engine.report import build_report, exercise_result, note_dependencies
 from grader.engine.sandbox import Limits, Policy
 from grader.engine.submission import SandboxSubmission
 from grader.paths import PYTEST_INI, ROOT
@@ -83,6 +83,8 @@ def grade_notebook(path: str | Path, exercise: str | None = None, seed: int | No
     for name in wanted:
         recs = [r for r in records if r.exercise == name]
         results[name] = exercise_result(exercises[name], recs, preset.get(name))
+    if exercise is None:
+        note_dependencies(results, parsed.solution_sources, list(exercises))
     return build_report(nid, results, sandbox=isolation)
 
 

@@ -31,6 +31,25 @@ def exercise_result(points: float, records: list[TestRecord], preset: dict | Non
             "status": status, "feedback": [summary] + feedback}
 
 
+def note_dependencies(results: dict[str, dict], sources: dict[str, str], exercises) -> None:
+    """Where an answer that lost points calls other answers that lost points too, say so first in its
+    feedback, naming them (its own tests may fail only because of them)."""
+    from grader.engine.answer_names import dependency_line, exercises_used
+
+    def lost(name: str) -> bool:
+        r = results.get(name)
+        return r is not None and r["score"] < r["max_score"]
+
+    notes = {}
+    for name, r in results.items():
+        if lost(name) and name in sources:
+            wrong = [d for d in exercises_used(sources[name], name, exercises) if lost(d)]
+            if wrong:
+                notes[name] = dependency_line(name, wrong, "loses points" if len(wrong) == 1 else "lose points")
+    for name, line in notes.items():
+        results[name]["feedback"] = [line] + list(results[name]["feedback"])
+
+
 def build_report(notebook: str, exercise_results: dict[str, dict], sandbox: str | None = None) -> dict:
     """The report: total and per-exercise scores; ``sandbox`` is the isolation the learner's code
     ran under ("namespaces+uid", "uid+limits", "limits", or "not started" when no
