@@ -45,8 +45,7 @@ COPIES = {
                          'o.__name__ == "diver" + "gence" and o.__module__ == "course.flows"]\n'
                          '_f = _found[0]\n'
                          'divergence = types.FunctionType(_f.__code__, _f.__globals__, "divergence", _f.__defaults__)\n',
-    # an exercise whose implementation the tests hand to the learner (SANDBOX_GIVEN) is not hidden,
-    # but a function made from its code object is caught while it is tested
+    # a step exercise (integrate's tests hand the learner a step that is no exercise: nothing of 01 is given)
     "rk4_step": _MOD + 'import types\n_f = getattr(_ode, "rk4" + "_step")\n'
                        'rk4_step = types.FunctionType(_f.__code__, _ode.__dict__, "rk4_step")\n',
 }
@@ -127,7 +126,7 @@ def test_copying_the_reference_at_run_time_scores_zero_in_course_grade(tmp_path)
     report = json.loads((tmp_path / "report.json").read_text())
     _check_copies(report)
     assert "reference answer of 01_toy_flows: not available while grading" in feedback_text(report, "integrate")
-    assert "library" in feedback_text(report, "rk4_step")
+    assert "not available while grading" in feedback_text(report, "rk4_step")
 
 
 def test_copying_the_reference_at_run_time_scores_zero_in_course_autograde(tmp_path):

@@ -113,16 +113,17 @@ def frozen_time_path(f, x0, t0, t1, n, step):
 # -- integrate --------------------------------------------------------------------------------
 @exercise("integrate")
 def test_integrate_path(sub, rng):
-    """integrate with RK4 on a time-dependent field: the whole path"""
+    """integrate with the midpoint method on a time-dependent field: the whole path"""
     ref, x0 = random_tanh_field(rng), points(rng)
     n = int(torch.randint(3, 9, (1,), generator=rng))
-    expected = ode.integrate(build(ref), x0, 0.25, 1.0, n, step=ode.rk4_step)
-    got = sub.call("integrate", ref, x0, 0.25, 1.0, n, step=Ref(step_method, "rk4"))
-    expect_close(got, expected, f"integrate(f, x0, t0=0.25, t1=1.0, n_steps={n}, step=rk4_step)", hints=[
+    midpoint = step_method("midpoint")
+    expected = ode.integrate(build(ref), x0, 0.25, 1.0, n, step=midpoint)
+    got = sub.call("integrate", ref, x0, 0.25, 1.0, n, step=Ref(step_method, "midpoint"))
+    expect_close(got, expected, f"integrate(f, x0, t0=0.25, t1=1.0, n_steps={n}, step=midpoint_step)", hints=[
         Hint(expected[1:], "the path should start with x0 itself: n_steps + 1 points."),
         Hint(ode.integrate(build(ref), x0, 0.25, 0.25 + n * 0.75 / (n + 1), n, step=ode.rk4_step),
              "dt should be (t1 - t0) / n_steps."),
-        Hint(frozen_time_path(build(ref), x0, 0.25, 1.0, n, ode.rk4_step),
+        Hint(frozen_time_path(build(ref), x0, 0.25, 1.0, n, midpoint),
              "each step must get its own time t0 + i dt, not t0 every time."),
     ])
 
@@ -131,10 +132,11 @@ def test_integrate_path(sub, rng):
 def test_integrate_backwards(sub, rng):
     """integrate from t0 = 1 back to t1 = 0 (dt < 0) with Euler"""
     ref, x0 = random_tanh_field(rng), points(rng)
-    expected = ode.integrate(build(ref), x0, 1.0, 0.0, 5, step=ode.euler_step)
-    got = sub.call("integrate", ref, x0, 1.0, 0.0, 5, step=Ref(step_method, "euler"))
-    expect_close(got, expected, "integrate(f, x0, t0=1, t1=0, n_steps=5, step=euler_step)", hints=[
-        Hint(ode.integrate(build(ref), x0, 0.0, 1.0, 5, step=ode.euler_step),
+    midpoint = step_method("midpoint")
+    expected = ode.integrate(build(ref), x0, 1.0, 0.0, 5, step=midpoint)
+    got = sub.call("integrate", ref, x0, 1.0, 0.0, 5, step=Ref(step_method, "midpoint"))
+    expect_close(got, expected, "integrate(f, x0, t0=1, t1=0, n_steps=5, step=midpoint_step)", hints=[
+        Hint(ode.integrate(build(ref), x0, 0.0, 1.0, 5, step=midpoint),
              "time must run from t0 to t1, here backwards (dt < 0)."),
     ])
 
