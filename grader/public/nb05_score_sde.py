@@ -13,6 +13,7 @@ import math
 import torch
 
 from course import gmm, score, sde
+from course.batching import time_batch
 from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points

@@ -12,7 +12,6 @@ import math
 import torch
 
 from course import rectified_flow as rf
-from course import velocity
 from course.batching import time_batch
 from course.nets import frozen_time_mlp
 from grader.engine.api import Hint, Mismatch, Ref, build, exercise, expect, expect_close, expect_scalar, expect_tensor, generator, matches

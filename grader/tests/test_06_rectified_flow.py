@@ -12,7 +12,7 @@ from course import rectified_flow as rf
 from course import velocity
 from course.gmm import gmm_score, noised_gmm_log_prob_and_score
 from grader.engine.api import Hint, Mismatch, Ref, build, exercise, expect, expect_close, expect_moments, expect_scalar, matches
-from grader.public.nb06_rectified_flow import (check_logit_normal, expect_pair, generator, gmm_velocity, sorted_rows,
+from grader.public.nb06_rectified_flow import (check_logit_normal, expect_pair, gaussian_velocity, generator, sorted_rows,
                                                tanh_velocity, tiny_mlp)
 
 
@@ -184,7 +184,7 @@ def test_straightness_exact_velocity(sub, rng):
     means, stds, _ = random_mixture(rng, k=1)
     ref = Ref(gaussian_velocity, means[0], 0.5 * float(stds[0]))
     x0 = points(rng, 256)
-    v = build(Ref(gmm_velocity, means, stds, weights))
+    v = build(ref)
     expected = float(rf.straightness(v, x0, 20))
     got = sub.call("straightness", ref, x0, 20)
     expect_scalar(got, expected, "straightness(v_exact, x0, 20)", rtol=1e-3,
