@@ -20,9 +20,9 @@ import torch
 
 from grader import cli
 from grader.engine import registry
+from grader.engine.strip import (exercise_targets, find_fingerprints, notebook_number, reference_fingerprints,
+                                 strip_source)
 from grader.workflows.bundle import audit_bundle, build_bundle, staged_targets
-from grader.workflows.strip import (exercise_targets, find_fingerprints, notebook_number, reference_fingerprints,
-                                    strip_source)
 
 ROOT = Path(__file__).resolve().parents[1]
 IDS = [s.id for s in registry.notebooks() if notebook_number(s.id) <= 8]
@@ -119,7 +119,7 @@ CHECK_SCRIPT = """
 import json, sys
 from grader.engine import registry
 from grader.engine.check import CheckFailed, check
-from grader.workflows.strip import notebook_code
+from grader.engine.strip import notebook_code
 nid = sys.argv[2]
 exercises = list(registry.spec_for(nid).exercises)
 ns = {"__name__": "__main__"}

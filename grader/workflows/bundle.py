@@ -16,7 +16,7 @@ Never in it: ``solutions/`` (the reference answers) and ``grader/tests/`` (the h
 Staged releases (``course bundle OUT --through NN``, or ``--class DIR`` reading the course
 directory's ``published.json``, written by ``course publish DIR NN``): the bundle holds notebooks
 01..NN, and the library keeps the reference implementations of the exercises of the notebooks
-*before* NN only; those of NN and later are stubs (:mod:`grader.workflows.strip`), later notebooks'
+*before* NN only; those of NN and later are stubs (:mod:`grader.engine.strip`), later notebooks'
 public modules and checkpoints are left out, and :func:`audit_bundle` refuses a bundle in which any
 definition (library, public grader, notebook cell) has the normalised-AST fingerprint of one of
 those references, any bytecode, or a checkpoint that is not a weights-only state dict.
@@ -105,7 +105,7 @@ def read_published(course_dir: Path) -> str:
 def _resolve_through(through: str | int) -> str:
     """``"4"``, ``"04"``, ``"04_ddim"`` -> ``"04_ddim"`` (a notebook of the course)."""
     from grader.engine import registry
-    from grader.workflows.strip import notebook_number
+    from grader.engine.strip import notebook_number
 
     n = notebook_number(str(through).zfill(2) if str(through).isdigit() else through)
     for spec in registry.notebooks():
@@ -152,13 +152,14 @@ def build_bundle(out: Path, force: bool = False, notebooks_dir: Path = NOTEBOOKS
         shutil.rmtree(out)
     out.mkdir(parents=True)
     for pkg in PACKAGES:
-        shutil.copytree(ROOT / pkg, out / pkg, ignore=_ignore)
+        if pkg != "course" or through is None:
+            shutil.copytree(ROOT / pkg, out / pkg, ignore=_ignore)
     kept = []
     if through is not None:
-        from grader.workflows.strip import strip_library
+        from grader.engine.strip import bundle_message, write_stripped
 
         stripped, kept = staged_targets(through)
-        strip_library(ROOT, out, stripped)
+        write_stripped(ROOT, out, stripped, bundle_message)
         for public in (out / "grader" / "public").glob("*nb*.py"):
             if not keep(public.name):
                 public.unlink()
@@ -205,12 +206,12 @@ def build_bundle(out: Path, force: bool = False, notebooks_dir: Path = NOTEBOOKS
 def staged_targets(through: str):
     """(stubbed, kept): the library definitions implementing the exercises of ``through`` and later
     notebooks, less those the earlier notebooks' building blocks need (kept, and named in the
-    bundle's ``course-release.json``); see :func:`grader.workflows.strip.needed_by_library`."""
-    from grader.workflows.strip import exercise_targets, needed_by_library
+    bundle's ``course-release.json``); see :func:`grader.engine.strip.plan`. ``stubbed`` also holds
+    any other library definition with the fingerprint of a stubbed one."""
+    from grader.engine.strip import earlier_qualnames, exercise_targets, plan, public_trees, read_trees
 
-    targets = exercise_targets(through)
-    kept = needed_by_library(targets, through)
-    return [t for t in targets if t not in kept], kept
+    return plan(read_trees(ROOT / "course"), exercise_targets(through, root=ROOT), through,
+                protected=earlier_qualnames(through, ROOT), roots=public_trees(through))
 
 
 def audit_bundle(out: Path, through: str | None = None) -> list[str]:
@@ -233,7 +234,7 @@ def audit_bundle(out: Path, through: str | None = None) -> list[str]:
             if problem:
                 problems.append(f"{path.relative_to(out)} {problem}")
     if through is not None:
-        from grader.workflows.strip import find_fingerprints, reference_fingerprints
+        from grader.engine.strip import find_fingerprints, reference_fingerprints
 
         prints = reference_fingerprints(staged_targets(through)[0])
         problems += [f"reference code: {hit}" for hit in find_fingerprints(out, prints)]
