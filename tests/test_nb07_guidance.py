@@ -3,6 +3,7 @@ wrong answers lose points with the right hint, correct rewrites keep full marks,
 library scores zero, and the notebook runs in fast mode."""
 from __future__ import annotations
 
+import json
 
 from support import NotebookContract, answer_builder
 
@@ -60,6 +61,16 @@ return x"""), "stops one step early"),
         (fn("classifier_guided_score", CLS, "return score + grad_log_p_y"), "multiplied by the scale"),
         (fn("classifier_guided_score", CLS, "return score - scale * grad_log_p_y"), "do not subtract"),
     ],
+    "predict_guidance_scale": [
+        (fn("predict_guidance_scale", "", "return 4.0"), "the two conventions differ"),
+        (fn("predict_guidance_scale", "", "return 5.0"), "solve 1 + w = s"),
+        (fn("predict_guidance_scale", "", "return 1 / 4"), "not inverted"),
+    ],
+    "predict_exact_model_w": [
+        (fn("predict_exact_model_w", "", 'return "a"'), "does not improve the fit"),
+        (fn("predict_exact_model_w", "", 'return "b"'), "not the score of p(x | y)"),
+        (fn("predict_exact_model_w", "", 'return "d"'), "not a training error"),
+    ],
 }
 
 # correct answers written differently from the reference: full marks
@@ -73,6 +84,8 @@ return out"""),
 guided = lambda x, t: cfg_combine(model(x, t, y), model(x, t), w)
 return ddim_sample(guided, x_T, timesteps, alpha_bar, eta=0.0)"""),
     "classifier_guided_score": fn("classifier_guided_score", CLS, "return torch.add(score, grad_log_p_y, alpha=scale)"),
+    "predict_guidance_scale": fn("predict_guidance_scale", "", "s = 4\nreturn s - 1"),
+    "predict_exact_model_w": fn("predict_exact_model_w", "", 'return " C "'),
 }
 
 
@@ -90,3 +103,14 @@ class TestNotebook07(NotebookContract):
 
     notebook = "07_guidance"
     WRONG, REWRITES, LIBRARY_USE = WRONG, REWRITES, LIBRARY_USE
+
+    def test_solution_runs_in_fast_mode(self, tmp_path, monkeypatch):
+        """The contract's fast-mode run, and the claims its text makes about what it prints: with the exact
+        model, accuracy rises and the samples leave p(x | y) as w grows (predict_exact_model_w's answer)."""
+        metrics_file = tmp_path / "metrics.jsonl"
+        monkeypatch.setenv("COURSE_METRICS_FILE", str(metrics_file))
+        super().test_solution_runs_in_fast_mode()
+        m = {r["name"]: r["value"] for r in map(json.loads, metrics_file.read_text().splitlines())}
+        assert m["2d_exact_distance_w6"] > 2 * m["2d_exact_distance_w0"], m
+        assert m["2d_exact_accuracy_w6"] >= m["2d_exact_accuracy_w0"], m
+        assert m["2d_exact_accuracy_w6"] > 0.95, m

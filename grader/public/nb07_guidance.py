@@ -13,13 +13,15 @@ from course import guidance
 from course.ddim import ddim_timesteps
 from course.nets import frozen_time_mlp
 from course.schedules import make_alpha_bar
-from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, generator
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_choice, expect_close, expect_scalar, generator
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "drop_labels": 2,
     "cfg_combine": 2,
     "guided_sample": 3,
     "classifier_guided_score": 1,
+    "predict_guidance_scale": 0.5,
+    "predict_exact_model_w": 0.5,
 }
 
 LIBRARY = {  # the course library's implementation of each exercise (calling it scores zero)
@@ -153,6 +155,22 @@ def test_drop_labels_extremes(sub, rng):
                         Hint(torch.zeros_like(Y6), "a dropped label is null_label, not 0 (0 is a real class).")])
 
 
+@exercise("drop_labels")
+def test_drop_labels_keeps_its_input(sub, rng):
+    """drop_labels leaves the labels it is given unchanged, and follows the generator"""
+    y = torch.randint(0, 4, (40,), generator=rng)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=rng))
+    first, second, y_after = sub.probe("probe_drop_labels_reproducible", y, 0.5, 4, seed)
+    expect_close(y_after, y, "the labels y after calling drop_labels(y, p_uncond=0.5, null_label=4)",
+                 hints=[Hint(first, "drop_labels modified its input in place: the training batch's labels must "
+                                    "stay intact; return a new tensor.",
+                             where="the step that replaces labels by null_label: it writes into y itself")])
+    expect(torch.equal(first, second),
+           "two calls of drop_labels with equally seeded generators gave different labels.",
+           *Hint(None, "the random draws must come from the generator argument, so that a seed reproduces them.",
+                 where="the line that draws one uniform number per label").lines())
+
+
 @exercise("cfg_combine")
 def test_cfg_combine_small(sub, rng):
     """cfg_combine on small tensors, w = 0 and w = 2"""
@@ -186,3 +204,46 @@ def test_classifier_guided_score_small(sub, rng):
     grad = torch.tensor([[0.5, 0.5], [-1.0, 2.0]])
     expect_close(sub.call("classifier_guided_score", score, grad, 3.0), score + 3 * grad,
                  "classifier_guided_score(score, grad_log_p_y, scale=3)", hints=classifier_mistakes(score, grad, 3.0))
+
+
+# -- questions (predict, then run) ---------------------------------------------------------------
+def judge_guidance_scale(got) -> None:
+    """diffusers' guidance_scale s = 4 is w = s - 1 = 3 here."""
+    expect_scalar(got, 3.0, "predict_guidance_scale() (the w for diffusers' guidance_scale = 4)", rtol=1e-6, hints=[
+        Hint(4.0, "the two conventions differ: diffusers weighs the difference (eps_c - eps_u) by s, "
+                  "cfg_combine weighs eps_c by 1 + w.",
+             where="expand eps_u + s (eps_c - eps_u) and match the weight of eps_c with (1 + w)"),
+        Hint(5.0, "that is w + 1: solve 1 + w = s for w, not w = s + 1.",
+             where="expand eps_u + s (eps_c - eps_u) and match the weight of eps_c with (1 + w)"),
+        Hint(0.25, "the scale is not inverted: both conventions are linear in the weight.",
+             where="expand eps_u + s (eps_c - eps_u) and match the weight of eps_c with (1 + w)"),
+        Hint(-3.0, "the sign: guidance moves towards the condition in both conventions (w > 0 for s > 1).",
+             where="expand eps_u + s (eps_c - eps_u) and match the weight of eps_c with (1 + w)"),
+    ])
+
+
+EXACT_MODEL_W_WHY_NOT = {
+    "a": "guidance does not improve the fit of an exact model: with w > 0 it samples a different distribution, "
+         "roughly p(x | y) p(y | x)^w, pushed away from the other classes.",
+    "b": "the guided score is not the score of p(x | y) (it tilts it by p(y | x)^w), so the samples leave "
+         "p(x | y) as w grows, even with an exact model.",
+    "d": "the drift is not a training error: the exact model's guided samples leave p(x | y) too, because "
+         "guidance changes the distribution sampled, not how well it is fitted.",
+}
+
+
+def judge_exact_model_w(got) -> None:
+    expect_choice(got, "c", "predict_exact_model_w()", why_not=EXACT_MODEL_W_WHY_NOT,
+                  where="section 3: the distribution whose score guidance follows, p(x_t | y) p(y | x_t)^w")
+
+
+@exercise("predict_guidance_scale", weight=0.5)
+def test_predict_guidance_scale(sub, rng):
+    """predict_guidance_scale: the w of diffusers' guidance_scale = 4"""
+    judge_guidance_scale(sub.call("predict_guidance_scale"))
+
+
+@exercise("predict_exact_model_w", weight=0.5)
+def test_predict_exact_model_w(sub, rng):
+    """predict_exact_model_w: the exact model's distance to p(x | y) as w grows"""
+    judge_exact_model_w(sub.call("predict_exact_model_w"))

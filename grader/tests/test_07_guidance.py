@@ -10,7 +10,8 @@ from course import guidance
 from course.ddim import ddim_sample, ddim_timesteps
 from course.schedules import make_alpha_bar
 from grader.engine.api import Hint, Mismatch, Ref, build, exercise, expect, expect_close, expect_tensor
-from grader.public.nb07_guidance import (cfg_mistakes, classifier_mistakes, generator,
+from grader.public.nb07_guidance import (cfg_mistakes, classifier_mistakes, generator, judge_exact_model_w,
+                                         judge_guidance_scale,
                                          oracle_eps_model, random_image_eps_model, ring_mixture, sample_mistakes)
 
 
@@ -36,7 +37,7 @@ def test_drop_labels_statistics(sub, rng):
     got = expect_tensor(sub.call("drop_labels", y, p, n_classes, generator=Ref(generator, seed)),
                         "drop_labels(y, p_uncond, null_label)", shape=(n,), dtype=None)
     expect(got.dtype == torch.int64, f"drop_labels should return labels as int64 (long), got {got.dtype}.",
-           "Hint: torch.where(mask, torch.full_like(y, null_label), y) keeps y's dtype.")
+           "Hint: keep the labels' integer dtype: build the result from y and null_label without a float step.")
     changed = got != y
     expect(bool((got[changed] == n_classes).all()),
            f"a dropped label must become null_label = {n_classes}; some changed labels became "
@@ -49,11 +50,10 @@ def test_drop_labels_statistics(sub, rng):
         lines = [f"drop_labels(y, p_uncond={p:.3f}) dropped a fraction {frac:.3f} of the labels; "
                  f"expected about {p:.3f} (+/- {5 * se:.3f})."]
         if frac < 5 * se:
-            lines.append("Hint: no label was dropped: replace each label by null_label when a uniform draw "
-                         "falls below p_uncond.")
+            lines.append("Hint: no label was dropped: each label must become null_label with probability p_uncond.")
         elif abs(frac - (1 - p)) < 5 * se:
-            lines.append("Hint: you drop with probability 1 - p_uncond (the comparison is reversed): "
-                         "drop where torch.rand(...) < p_uncond.")
+            lines.append("Hint: you drop with probability 1 - p_uncond (the comparison with the uniform draw "
+                         "is reversed).")
         elif frac > 1 - 5 * se:
             lines.append("Hint: every label was dropped: draw one coin per label, not one for the batch.")
         raise Mismatch(lines)
@@ -66,11 +66,12 @@ def test_drop_labels_uses_generator_and_keeps_input(sub, rng):
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=rng))
     first, second, y_after = sub.probe("probe_drop_labels_reproducible", y, 0.5, 5, seed)
     expect_close(y_after, y, "the labels y after calling drop_labels(y, ...)",
-                 hints=[Hint(first, "drop_labels modified its input in place: build a new tensor "
-                                    "(torch.where, or y.clone() first), the training batch must stay intact.")])
+                 hints=[Hint(first, "drop_labels modified its input in place: the training batch's labels must "
+                                    "stay intact; return a new tensor.",
+                             where="the step that replaces labels by null_label: it writes into y itself")])
     expect(torch.equal(first, second),
            "two calls of drop_labels with equally seeded generators gave different labels.",
-           "Hint: draw the random numbers with the generator: torch.rand(y.shape, generator=generator).")
+           "Hint: the random draws must come from the generator argument, so that a seed reproduces them.")
 
 
 @exercise("drop_labels")
@@ -192,3 +193,16 @@ def test_classifier_guidance_exact_classifier(sub, rng):
     expect_close(sub.call("classifier_guided_score", score_uncond, grad, 3.0), 3 * score_cond - 2 * score_uncond,
                  "classifier_guided_score(score, grad log p(y | x_t), scale=3) (CFG with w = 2)",
                  rtol=1e-3, atol=1e-4, hints=classifier_mistakes(score_uncond, grad, 3.0))
+
+
+# -- questions -----------------------------------------------------------------------------------
+@exercise("predict_guidance_scale", weight=0.5)
+def test_predict_guidance_scale_hidden(sub, rng):
+    """predict_guidance_scale: the w of diffusers' guidance_scale = 4"""
+    judge_guidance_scale(sub.call("predict_guidance_scale"))
+
+
+@exercise("predict_exact_model_w", weight=0.5)
+def test_predict_exact_model_w_hidden(sub, rng):
+    """predict_exact_model_w: an exact model's guided samples leave p(x | y) as w grows"""
+    judge_exact_model_w(sub.call("predict_exact_model_w"))
