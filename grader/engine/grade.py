@@ -70,6 +70,7 @@ def grade_notebook(path: str | Path, exercise: str | None = None, seed: int | No
     to_run = [n for n in wanted if n not in preset]
     records = []
     isolation = "not started"
+    start_s = 0.0
     if to_run:
         submission = SandboxSubmission(parsed.cells, spec.public_module, spec.library, limits=limits,
                                        policy=policy, budget_s=budget_s)
@@ -78,6 +79,7 @@ def grade_notebook(path: str | Path, exercise: str | None = None, seed: int | No
             records = _run_pytest(spec, plugin)
             isolation = submission.isolation
         finally:
+            start_s = submission.start_seconds
             submission.close()
     results = {}
     for name in wanted:
@@ -85,7 +87,9 @@ def grade_notebook(path: str | Path, exercise: str | None = None, seed: int | No
         results[name] = exercise_result(exercises[name], recs, preset.get(name))
     if exercise is None:
         note_dependencies(results, parsed.solution_sources, list(exercises))
-    return build_report(nid, results, sandbox=isolation)
+    report = build_report(nid, results, sandbox=isolation)
+    report["sandbox_start_seconds"] = round(start_s, 2)  # starting (and restarting) the learner's worker
+    return report
 
 
 def _run_pytest(spec: registry.NotebookSpec, plugin: GradingPlugin) -> list:

@@ -11,6 +11,11 @@ it* (:mod:`grader.engine.stripped`). Where the supervisor cannot build that view
 the stripped library still comes first on the worker's ``sys.path``; as root the worker then still
 runs as a fresh unprivileged uid where that uid can read the interpreter and the packages (the
 report says "uid+limits": file permissions do the hiding), else the report says "limits".
+
+In a grading process forked by a zygote (:mod:`grader.engine.zygote`, ``course autograde`` on
+Linux) the supervisor is forked by the zygote instead of started as a new interpreter
+(``Sandbox.warm``); it runs the same isolation code, in the same order, and the report names the
+level it built in the same way.
 """
 from __future__ import annotations
 
@@ -355,6 +360,7 @@ class Sandbox:
         self.policy = policy or Policy()
         self.proc: subprocess.Popen | None = None
         self.isolation = "none"  # "namespaces+uid", "uid+limits" or "limits", as the supervisor built it
+        self.warm = False  # forked by a zygote (grader.engine.zygote) rather than a new interpreter
         self.resources = "rlimits"  # "cgroup v2", "cgroup v1" or "rlimits"
         self._scratch = None
         self._uid_blocker: str | None = None
@@ -438,13 +444,19 @@ class Sandbox:
             "pythonpath_unisolated": unisolated_library + [str(PROJECT_ROOT)],
             "drop_uid": drop_uid,
         }
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "grader.engine.supervisor", json.dumps(config)],
-            pass_fds=(req_r, resp_w), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True, cwd=self._scratch,
-            env={**env, "PYTHONPATH": str(PROJECT_ROOT)},
-        )
+        from grader.engine import zygote
+
+        # warm: a supervisor forked by this grading process's zygote (same code, no new interpreter)
+        self.proc = zygote.start_supervisor(config, req_r, resp_w)
+        self.warm = self.proc is not None
+        if self.proc is None:
+            env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")}
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "grader.engine.supervisor", json.dumps(config)],
+                pass_fds=(req_r, resp_w), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True, cwd=self._scratch,
+                env={**env, "PYTHONPATH": str(PROJECT_ROOT)},
+            )
         os.close(req_r)
         os.close(resp_w)
         self._req, self._resp = req_w, resp_r
@@ -509,6 +521,8 @@ class Sandbox:
         code = self.proc.returncode if self.proc is not None else None
         if code is not None and code < 0:
             reason = f"killed by signal {signal.Signals(-code).name}"
+        elif code is not None and 128 < code < 128 + signal.NSIG and code - 128 in signal.valid_signals():
+            reason = f"killed by signal {signal.Signals(code - 128).name}"  # the worker, as its supervisor says
         elif code is not None:
             reason = f"exited with status {code}"
         else:
@@ -539,7 +553,10 @@ class Sandbox:
                 pass
             if self.proc.poll() is None:
                 try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    if hasattr(self.proc, "kill_group"):  # warm: through the zygote, its parent
+                        self.proc.kill_group()
+                    else:
+                        os.killpg(self.proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 self.proc.wait()

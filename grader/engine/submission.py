@@ -111,6 +111,11 @@ class SandboxSubmission(Submission):
         self.bad_cells: set[str] = set()  # cells that hang or kill the worker: never re-run
         self.sandbox: Sandbox | None = None
         self.restarts = 0
+        # exercise (or function) -> why it is not called again: a call that hung or ended the
+        # process costs its time once, not once per test
+        self.given_up: dict[str, str] = {}
+        self._stale = False  # the worker was stopped: start a fresh one at the next request
+        self.start_seconds = 0.0  # spent starting workers (the benchmark's start-up share)
         self._boot()
 
     def _boot(self) -> None:
@@ -118,7 +123,9 @@ class SandboxSubmission(Submission):
             if self.sandbox is not None:
                 self.sandbox.close()
                 self.restarts += 1
+            t0 = time.monotonic()
             self.sandbox = Sandbox(self.module_name, self.limits, self.policy)
+            self.start_seconds += time.monotonic() - t0
             try:
                 for cell in self.cells:
                     if cell.id in self.bad_cells:
@@ -144,28 +151,42 @@ class SandboxSubmission(Submission):
         return self.sandbox.isolation if self.sandbox else "none"
 
     def _run(self, op, name, args, kwargs, timeout, what):
+        key = self.current_exercise or name
+        if key in self.given_up:  # it hung before: not called again (a hang costs one timeout)
+            raise LearnerFailure("timeout", f"not run: {self.given_up[key]}")
         remaining = self.deadline - time.monotonic()
         if remaining <= 1:
             raise LearnerFailure("timeout", "the notebook's grading time budget was used up before this test.")
         timeout = min(timeout or self.test_timeout or self.limits.call_timeout, remaining)
         request = {"op": op, "name": name, "args": codec.encode(list(args)),
                    "kwargs": codec.encode(dict(kwargs)), "forbid": self._forbid()}
+        if self._stale:
+            self._stale = False
+            self._boot()
         try:
             envelope = self.sandbox.request(request, timeout)
         except WorkerTimeout:
-            self._boot()
+            self._stop()
+            self.given_up[key] = (f"{what} did not return within {timeout:g} s in an earlier test "
+                                  "(an endless loop, or far too much work?)")
             raise LearnerFailure("timeout", f"{what} did not return within {timeout:g} s "
                                             "(an endless loop, or far too much work?).") from None
         except WorkerDied as exc:
-            self._boot()
+            self._stop()
             raise LearnerFailure("crash", f"{what} ended the process: {exc.detail}.") from None
         except SandboxError as exc:  # pragma: no cover - defensive
-            self._boot()
+            self._stop()
             raise LearnerFailure("crash", f"{what} broke the sandbox: {exc}.") from None
         if not envelope.get("ok") and envelope.get("kind") == "missing" and name in self.cell_errors:
             raise LearnerFailure("missing", f"{name} is not defined, because its cell failed: "
                                             f"{self.cell_errors[name]}")
         return self._unwrap(envelope, what)
+
+    def _stop(self) -> None:
+        """Stop the worker now (a hang holds no CPU meanwhile); a fresh one starts when needed."""
+        if self.sandbox is not None:
+            self.sandbox.kill()
+        self._stale = True
 
     def close(self) -> None:
         if self.sandbox is not None:

@@ -249,8 +249,9 @@ def apply_limits(config: dict, own_uid: bool) -> None:
         resource.setrlimit(resource.RLIMIT_NPROC, (config["nproc"], config["nproc"]))
 
 
-def become_worker(config: dict, req_fd: int, resp_fd: int, mode: str) -> None:
-    """In the forked child: isolate, limit, drop privileges, exec the worker. Never returns."""
+def become_worker(config: dict, req_fd: int, resp_fd: int, mode: str, warm: bool = False) -> None:
+    """In the forked child: isolate, limit, drop privileges, exec the worker (``warm``: become the
+    worker in this process, see :func:`continue_as_worker`). Never returns."""
     os.setsid()
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     os.set_inheritable(req_fd, True)
@@ -283,7 +284,57 @@ def become_worker(config: dict, req_fd: int, resp_fd: int, mode: str) -> None:
         "COURSE_SANDBOX_ISOLATION": ISOLATION[mode],
     }
     os.chdir(scratch)
+    if warm:
+        continue_as_worker(config, req_fd, resp_fd, env, scratch, pythonpath)
     os.execve(config["python"], [config["python"], "-m", "grader.engine.worker", str(req_fd), str(resp_fd)], env)
+
+
+def continue_as_worker(config: dict, req_fd: int, resp_fd: int, env: dict, scratch: str,
+                       pythonpath: list[str]) -> None:
+    """The warm path's end of :func:`become_worker` (a process forked from the zygote, which has
+    imported torch and the engine but nothing of the library or the grader's tests): what
+    ``execve`` would do, done by hand, then serve. Every step of the isolation above has already
+    run in this process, in the same order as on the cold path. Never returns."""
+    import importlib
+    import linecache
+
+    from grader.engine import zygote
+
+    zygote.forget_server_state()
+    taint = zygote.tainted_modules()
+    if taint:  # the zygote must never hold the library or the tests: refuse rather than leak
+        os.write(2, f"sandbox: the zygote had imported {', '.join(taint[:5])}: refused\n".encode())
+        os._exit(70)
+    zygote.close_fds_except({0, 1, 2, req_fd, resp_fd})  # the status pipe too: the supervisor reads EOF
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = [os.path.join(os.path.dirname(__file__), "worker.py"), str(req_fd), str(resp_fd)]
+    sys.path[:] = [scratch, *pythonpath, *config.get("base_path", [])]
+    sys.path_importer_cache.clear()
+    importlib.invalidate_caches()
+    linecache.clearcache()
+    sys.dont_write_bytecode = True
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter has them
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    code = 0
+    try:
+        from grader.engine.worker import main as worker_main
+
+        worker_main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - as an uncaught exception would end the cold worker
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
 
 
 def join_cgroups(paths: list[str]) -> list[str]:
@@ -381,7 +432,12 @@ def enter_namespaces(mode: str) -> str:
 
 
 def main() -> None:
-    config = json.loads(sys.argv[1])
+    run(json.loads(sys.argv[1]))
+
+
+def run(config: dict, warm: bool = False) -> None:
+    """The supervisor's life (see the module's docstring); ``warm``: forked from the zygote, the
+    worker is this process's fork rather than a new interpreter. Never returns."""
     req_fd, resp_fd = config["req_fd"], config["resp_fd"]
     notes = join_cgroups(config.get("cgroups", []))
     prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -400,7 +456,7 @@ def main() -> None:
     if pid == 0:
         os.close(status_r)
         try:
-            become_worker(config, req_fd, resp_fd, mode)
+            become_worker(config, req_fd, resp_fd, mode, warm)
         except BaseException as exc:  # noqa: BLE001 - report and die
             if mode in ("root", "userns"):  # the grader starts a sandbox without namespaces instead
                 os.write(status_w, f"isolation unavailable ({exc})\n".encode())
@@ -410,7 +466,7 @@ def main() -> None:
     os.close(status_w)
     os.close(req_fd)
     os.close(resp_fd)
-    note = os.read(status_r, 4096).decode(errors="replace")  # EOF once the child execs
+    note = os.read(status_r, 4096).decode(errors="replace")  # EOF once the child execs (or serves)
     os.close(status_r)
     if note:
         sys.stderr.write(f"sandbox: {note}")
@@ -432,7 +488,8 @@ def main() -> None:
         except ChildProcessError:
             break
     kill_all_descendants()
-    os._exit(os.waitstatus_to_exitcode(status) & 0xFF if status else 0)
+    code = os.waitstatus_to_exitcode(status) if status else 0
+    os._exit(128 - code if code < 0 else code & 0xFF)  # killed by signal N: 128 + N, as a shell says
 
 
 if __name__ == "__main__":

@@ -14,6 +14,13 @@ For each submission, in parallel (one grading *process* per submission, ``worker
 A rerun reuses every report whose input is unchanged (``force`` regrades), so an interrupted run
 loses nothing and duplicates nothing. A grading process that crashes or overruns its wall-clock
 limit is killed; its submission is recorded as an error with zero and regraded by the next run.
+
+Warm workers (Linux; ``Options.warm``, ``COURSE_WARM=0`` turns them off): each worker slot starts
+one zygote (:mod:`grader.engine.zygote`) that imports torch, pytest and the engine once and forks
+every grading process of the slot, and every sandbox those processes ask for, instead of starting
+two new interpreters per submission; the sandbox is built by the same code as on the cold path.
+Where a zygote cannot start (or refuses: a thread, an imported library module) the run says so
+and grades with a fresh process per submission.
 """
 from __future__ import annotations
 
@@ -80,6 +87,7 @@ class Options:
     wall_s: float | None = None  # kill a grading process after this (default budget + 120 s)
     results_json: bool = False  # Gradescope results.json per submission
     force: bool = False  # regrade even unchanged submissions
+    warm: bool | None = None  # warm workers (a zygote per slot); None: where available (Linux)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -161,6 +169,8 @@ def grade_one(notebook: str, out: str, notebook_id: str, hidden: list[str], budg
     from grader.engine.sandbox import limit_own_memory
     from grader.workflows.answers import grade_with_repair
 
+    from grader.engine import zygote
+
     limit_own_memory()  # COURSE_GRADER_MEMORY_MB
     t0 = time.monotonic()
     try:
@@ -169,6 +179,9 @@ def grade_one(notebook: str, out: str, notebook_id: str, hidden: list[str], budg
     except GraderError as exc:
         report = error_report(notebook_id, f"the notebook could not be graded: {str(exc).splitlines()[0]}")
     report["seconds"] = round(time.monotonic() - t0, 2)
+    warm = zygote.client() is not None
+    report["worker"] = {"mode": "warm" if warm else "cold", "pid": os.getpid(),
+                        "zygote": os.getppid() if warm else None}
     atomic_write(Path(out), json.dumps(report, indent=1) + "\n")
 
 
@@ -179,6 +192,10 @@ class _Runner:
         self.lock = threading.Lock()
         self.procs: set[subprocess.Popen] = set()
         self.stopping = False
+
+    def grade(self, job: dict, wall_s: float) -> tuple[int | None, str]:
+        """One submission in a fresh ``python -m grader.workflows.autograde JOB`` process."""
+        return self.run([sys.executable, "-m", "grader.workflows.autograde", json.dumps(job)], wall_s)
 
     def run(self, argv: list[str], wall_s: float) -> tuple[int | None, str]:
         with self.lock:
@@ -219,6 +236,160 @@ class _Runner:
             self._kill(proc)
 
 
+class _WarmSlot:
+    """One worker slot's zygote (grader.engine.zygote): started once, forks a grading process per
+    submission (and that process's sandboxes). Used by one thread at a time."""
+
+    def __init__(self, folder: Path, index: int):
+        self.folder, self.index = folder, index
+        self.proc: subprocess.Popen | None = None
+        self.pid: int | None = None
+        self.starts = 0
+        self.jobs = 0
+        self._fd = -1
+        self._buf = b""
+
+    def _line(self, timeout: float) -> dict | None:
+        import select
+
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([self._fd], [], [], min(remaining, 1.0))
+            if ready:
+                chunk = os.read(self._fd, 1 << 16)
+                if not chunk:
+                    return None
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def start(self) -> None:
+        from grader.engine import zygote
+
+        self.close()
+        r, w = os.pipe()
+        path = [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+        env = {**os.environ, **zygote.THREAD_ENV, "PYTHONPATH": os.pathsep.join(path)}
+        with open(self.folder / f"zygote-{self.index}.log", "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "grader.engine.zygote", str(w)], pass_fds=(w,),
+                                         stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True, cwd=str(ROOT), env=env)
+        os.close(w)
+        self._fd, self._buf = r, b""
+        hello = self._line(float(os.environ.get("COURSE_ZYGOTE_START_S", "300")))
+        if not hello or "ready" not in hello or hello.get("tainted") or hello.get("threads") != 1:
+            tail = (self.folder / f"zygote-{self.index}.log").read_text(errors="replace")[-500:]
+            self.close()
+            raise RuntimeError(f"the zygote did not start cleanly ({hello or tail.strip() or 'no answer'})")
+        self.pid = hello["ready"]
+        self.starts += 1
+
+    def grade(self, job: dict, wall_s: float, entry: str | None = None) -> tuple[int | None, str] | None:
+        """(exit status or None, output) as _Runner.run; None: the zygote refused (take the cold path).
+        ``entry``: ``module:function`` called with ``job`` (default: grade_one)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        self.jobs += 1
+        log = self.folder / f"job-{self.index}-{self.jobs}.log"
+        try:
+            message = {"op": "grade", "id": self.jobs, "job": job, "wall_s": wall_s, "log": str(log)}
+            if entry:
+                message["entry"] = entry
+            self.proc.stdin.write((json.dumps(message) + "\n").encode())
+            self.proc.stdin.flush()
+        except OSError:
+            self.close()
+            return None
+        reply = self._line(wall_s + 60.0)  # the zygote stops the process at wall_s
+        output = ""
+        try:
+            output = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+            log.unlink()
+        except OSError:
+            pass
+        if reply is None:  # the zygote itself died or hung: a fresh one next time
+            self.close()
+            return None, f"the warm grading slot stopped answering{': ' + output.strip()[-300:] if output.strip() else ''}"
+        if str(reply.get("detail", "")).startswith("warm worker refused"):
+            return None if reply.get("code") is None else (reply["code"], output)
+        return reply.get("code"), (reply.get("detail") or output)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()  # the zygote stops its children and exits
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _Runner._kill(self.proc)
+            self.proc = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _WarmRunner(_Runner):
+    """Grading processes forked by one zygote per worker slot; the cold path where a zygote cannot
+    start or refuses (said once)."""
+
+    def __init__(self, workers: int, log=print):
+        import queue
+        import tempfile
+
+        super().__init__()
+        self.folder = Path(tempfile.mkdtemp(prefix="course-warm-"))
+        self.slots = [_WarmSlot(self.folder, i) for i in range(max(1, workers))]
+        self.free: "queue.Queue[_WarmSlot]" = queue.Queue()
+        for slot in self.slots:
+            self.free.put(slot)
+        self.log = log
+        self.cold_jobs = 0
+        self.broken: str | None = None
+
+    def grade(self, job: dict, wall_s: float) -> tuple[int | None, str]:
+        if self.stopping:
+            return None, "interrupted"
+        slot = self.free.get()
+        try:
+            if self.broken is None:
+                try:
+                    result = slot.grade(job, wall_s)
+                except (RuntimeError, OSError) as exc:
+                    with self.lock:
+                        if self.broken is None:
+                            self.broken = str(exc)
+                            self.log(f"warning: no warm workers ({exc}); grading with a fresh process "
+                                     "per submission")
+                    result = None
+                if result is not None:
+                    return result
+            with self.lock:
+                self.cold_jobs += 1
+            return super().grade(job, wall_s)
+        finally:
+            self.free.put(slot)
+
+    @property
+    def starts(self) -> int:
+        return sum(s.starts for s in self.slots)
+
+    def stop_all(self) -> None:
+        super().stop_all()
+        self.close()
+
+    def close(self) -> None:
+        import shutil
+
+        for slot in self.slots:
+            slot.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def _report_path(course_dir: Path, sub: HandIn) -> Path:
     return Path(course_dir) / "autograded" / sub.student / sub.assignment / REPORT_FILE
 
@@ -246,13 +417,12 @@ def _grade_submission(course_dir: Path, sub: HandIn, opts: Options, hidden: list
     else:
         tmp_out = path.with_name(f".{REPORT_FILE}.{os.getpid()}.partial")
         tmp_out.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "grader.workflows.autograde", json.dumps({
-            "notebook": str(sub.notebook), "out": str(tmp_out), "notebook_id": sub.assignment,
-            "hidden": hidden, "budget_s": opts.budget_s, "limits": opts.limits, "seed": opts.seed,
-            "isolate": opts.isolate})]
+        job = {"notebook": str(sub.notebook), "out": str(tmp_out), "notebook_id": sub.assignment,
+               "hidden": hidden, "budget_s": opts.budget_s, "limits": opts.limits, "seed": opts.seed,
+               "isolate": opts.isolate}
         wall = opts.wall_s or opts.budget_s + 120.0
         t0 = time.monotonic()
-        code, output = runner.run(argv, wall)
+        code, output = runner.grade(job, wall)
         process_s = round(time.monotonic() - t0, 2)  # grading plus the process's start (imports)
         report = _load_report(tmp_out) if code == 0 else None
         tmp_out.unlink(missing_ok=True)
@@ -303,7 +473,11 @@ def autograde(course_dir: Path, assignment: str | None = None, workers: int = 2,
             "(hidden paths may be visible to learners' code); see docs/INSTRUCTOR.md")
     config = load_config(course_dir)
     hidden = hidden_paths(course_dir)
-    runner = _Runner()
+    from grader.engine import zygote
+
+    warm = opts.warm if opts.warm is not None else (zygote.available() and os.environ.get("COURSE_WARM") != "0")
+    todo = sum(1 for s in subs if s.problem is None and s.notebook is not None)
+    runner = _WarmRunner(min(max(1, workers), max(1, todo)), log) if warm and todo else _Runner()
     rows = []
     t0 = time.monotonic()
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
@@ -332,6 +506,11 @@ def autograde(course_dir: Path, assignment: str | None = None, workers: int = 2,
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+    if isinstance(runner, _WarmRunner):
+        runner.close()
+        if runner.starts:
+            log(f"warm workers: {runner.starts} zygote start(s) for {len(runner.slots)} slot(s)"
+                + (f"; {runner.cold_jobs} submission(s) graded cold" if runner.cold_jobs else ""))
     rows.sort(key=lambda r: (r["student"], r["assignment"]))
     weaker = sorted({r["report"].get("sandbox") for r in rows} - {"namespaces+uid", "not started", None})
     if weaker:
