@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from grader.paths import ROOT
 from grader.public.nb03_ddpm import EXERCISES
 from support import NotebookContract, answer_builder
 
@@ -26,6 +27,7 @@ LOSS = "model, x0, t, eps, alpha_bar"
 STEP = 'model, xt, t, z, betas, alpha_bar, variance="beta"'
 SAMPLE = 'model, x_T, betas, alpha_bar, generator=None, variance="beta"'
 LOG_VAR = "v, t, betas, alpha_bar"
+POSTERIOR_MEAN = "xt, alpha_bar_t, m, s2"
 
 AB = "ab = alpha_bar[{t}].reshape(-1, *([1] * ({x}.ndim - 1)))\n"
 COSINE_GRID = "u = {u} / T\nf = torch.cos((u + s) / (1 + s) * math.pi / 2){square}\nreturn {betas}"
@@ -71,7 +73,7 @@ WRONG = {
         (fn("linear_beta_schedule", LINEAR, "return beta_start + (beta_end - beta_start) * torch.arange(T) / T"),
          "the last beta should be beta_end"),
         (fn("linear_beta_schedule", LINEAR, "return torch.linspace(beta_start, beta_end, T + 1)"),
-         "torch.linspace(start, end, T) has T points"),
+         "one value per step"),
     ],
     "cosine_beta_schedule": [
         (fn("cosine_beta_schedule", COSINE, COSINE_GRID.format(
@@ -112,9 +114,9 @@ WRONG = {
     "ddpm_loss": [
         (fn("ddpm_loss", LOSS, AB.format(t="t", x="x0") + "xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps\n"
             "return F.mse_loss(model(xt, t), x0)"), "the noise eps, not x0"),
-        (fn("ddpm_loss", LOSS, "return F.mse_loss(model(x0, t), eps)"), "the model sees the noised x_t"),
+        (fn("ddpm_loss", LOSS, "return F.mse_loss(model(x0, t), eps)"), "sees the noised x_t"),
         (fn("ddpm_loss", LOSS, AB.format(t="t", x="x0") + "xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps\n"
-            "return ((model(xt, t) - eps) ** 2).sum()"), "not the sum"),
+            "return ((model(xt, t) - eps) ** 2).sum()"), "not a sum"),
     ],
     "p_sample_step": [
         (fn("p_sample_step", STEP, STEP_BODY.format(denominator="(1 - beta).sqrt()",
@@ -136,16 +138,29 @@ WRONG = {
             prelude=_STEP), "the loop stopped before the last step"),
         (fn("ddpm_sample", SAMPLE, SAMPLE_BODY.format(
             steps="reversed(range(len(betas)))", noise="(step > 0) * var.sqrt() * torch.randn(x.shape)"),
-            prelude=_STEP), "torch.randn(x.shape, generator=generator)"),
+            prelude=_STEP), "drawn from the generator passed in"),
     ],
     "learned_log_variance": [
         (fn("learned_log_variance", LOG_VAR, BETA_TILDE + CLIP_FIRST + V_SHAPE +
-            "return torch.log(v * betas[t].reshape(shape) + (1 - v) * bt[t].reshape(shape))"), "not the variances"),
+            "return torch.log(v * betas[t].reshape(shape) + (1 - v) * bt[t].reshape(shape))"), "interpolate the log variances"),
         (fn("learned_log_variance", LOG_VAR, BETA_TILDE + CLIP_FIRST + V_SHAPE +
             "return v * bt[t].log().reshape(shape) + (1 - v) * betas[t].log().reshape(shape)"),
          "beta and beta_tilde are swapped"),
         (fn("learned_log_variance", LOG_VAR, BETA_TILDE + V_SHAPE +
             "return v * betas[t].log().reshape(shape) + (1 - v) * bt[t].log().reshape(shape)"), "log of zero"),
+    ],
+    "predict_log_alpha_bar_last": [
+        (fn("predict_log_alpha_bar_last", "", "return -0.02 * 1000"), "every beta taken at its largest value"),
+        (fn("predict_log_alpha_bar_last", "", "return -10.1 / 2"), "the log of sqrt(alpha_bar)"),
+        (fn("predict_log_alpha_bar_last", "", "return -4.39"), "the decimal logarithm"),
+    ],
+    "derive_posterior_mean": [
+        (fn("derive_posterior_mean", POSTERIOR_MEAN, "return xt / alpha_bar_t ** 0.5"), "the noise ignored"),
+        (fn("derive_posterior_mean", POSTERIOR_MEAN,
+            "return alpha_bar_t ** 0.5 * s2 / (alpha_bar_t * s2 + 1 - alpha_bar_t) * xt"), "prior mean m is missing"),
+        (fn("derive_posterior_mean", POSTERIOR_MEAN,
+            "return m + alpha_bar_t * s2 / (alpha_bar_t * s2 + 1 - alpha_bar_t) * (xt - alpha_bar_t ** 0.5 * m)"),
+         "not alpha_bar"),
     ],
 }
 
@@ -188,6 +203,13 @@ log_bt = torch.log((1 - ab_prev) / (1 - alpha_bar) * betas)
 log_bt[0] = log_bt[1]
 view = lambda x: x.view(-1, *[1] * (v.dim() - 1))
 return torch.lerp(view(log_bt[t]), view(betas[t].log()), v)"""),
+    "predict_log_alpha_bar_last": fn("predict_log_alpha_bar_last", "", """\
+# sum of log(1 - beta) ~ -(sum of betas) = -T x (average beta)
+return -1000 * (1e-4 + 0.02) / 2"""),
+    "derive_posterior_mean": fn("derive_posterior_mean", POSTERIOR_MEAN, """\
+# precisions add: 1 / s2 from the prior, alpha_bar / (1 - alpha_bar) from the observation x_t / sqrt(alpha_bar)
+precision = 1 / s2 + alpha_bar_t / (1 - alpha_bar_t)
+return (m / s2 + alpha_bar_t ** 0.5 / (1 - alpha_bar_t) * xt) / precision"""),
 }
 
 LIBRARY_USE = {
@@ -202,9 +224,46 @@ class TestNotebook03(NotebookContract):
     notebook = "03_ddpm"
     WRONG, REWRITES, LIBRARY_USE = WRONG, REWRITES, LIBRARY_USE
 
+    def test_solution_runs_in_fast_mode(self, tmp_path, monkeypatch):
+        """Does the reference notebook run in fast mode (with the shipped checkpoints), and do the claims its
+        text makes beside the fast run's figures hold there?"""
+        check_fast_claims(fast_run_metrics(tmp_path, monkeypatch))
+
 
 def test_wrong_answers_and_rewrites_cover_exactly_the_exercises():
     """Does every variant notebook hold a wrong answer of every exercise (and no other), and is every
     exercise rewritten?"""
     assert set(WRONG) == set(EXERCISES) == set(REWRITES)
     assert all(len(variants) == 3 for variants in WRONG.values())
+
+
+DIGITS_VARIANCE = "beta"  # the sampler variance whose digits the text calls recognisable
+
+
+def fast_run_metrics(tmp_path, monkeypatch) -> dict:
+    """Run the reference notebook in fast mode; return the metrics it recorded, {name: value}."""
+    import json
+
+    from grader.workflows.execute import execute_notebook
+
+    path = tmp_path / "metrics.jsonl"
+    monkeypatch.setenv("COURSE_METRICS_FILE", str(path))
+    execute_notebook(ROOT / "solutions" / "03_ddpm.ipynb", fast=True)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {row["name"]: row["value"] for row in rows if row["notebook"] == "03_ddpm"}
+
+
+def check_fast_claims(metrics: dict) -> None:
+    """The claims 03's text makes beside the figures of its fast run (issue 13, item 3)."""
+    sd = metrics["oracle_spread_floor_sd"]  # the data's spread over repeated draws, relative to its mean
+    # few steps: beta too noisy, beta-tilde too sharp, both well outside the data's noise
+    assert metrics["oracle_spread_T20_beta"] > 1 + 4 * sd, metrics
+    assert metrics["oracle_spread_T20_tilde"] < 1 - 4 * sd, metrics
+    # more steps close the gap
+    for variance in ("beta", "tilde"):
+        assert abs(metrics[f"oracle_spread_T100_{variance}"] - 1) < abs(metrics[f"oracle_spread_T20_{variance}"] - 1)
+    if (ROOT / "checkpoints" / "03_moons_eps.pt").is_file():  # the trained model: samples near the data
+        assert metrics["w_ratio_2d"] < 1 + 4 * metrics["w_2d_floor_sd_ratio"] + 0.25, metrics
+    if (ROOT / "checkpoints" / "03_digits_eps.pt").is_file():  # recognisable digits: within 3x the floor
+        assert metrics[f"digits_frechet_{DIGITS_VARIANCE}"] < 3 * metrics["digits_frechet_floor"], metrics
+

@@ -10,8 +10,10 @@ import torch
 
 from course import ddpm, oracles, schedules
 from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_moments, expect_scalar
-from grader.public.nb03_ddpm import (col, expect_schedule_shape, gaussian_eps_model, generator, gmm_eps_model,
-                                     moments_near, pixel_eps_model, shifted, tanh_eps_model)
+from grader.public.nb03_ddpm import (WHERE_LOOP, col, expect_schedule_shape, gaussian_eps_model, generator,
+                                     gmm_eps_model, log_alpha_bar_last_linear, log_variance_mistakes, loss_mistakes,
+                                     moments_near, p_sample_mistakes, pixel_eps_model, posterior_mean_1d,
+                                     posterior_mean_mistakes, posterior_mistakes, shifted, tanh_eps_model)
 
 
 def random_schedule(rng, T: int | None = None):
@@ -58,7 +60,8 @@ def test_linear_random(sub, rng):
     expect_close(got, expected, what, rtol=1e-4, atol=1e-7, dtype=torch.float32, hints=[
         Hint(1 - expected, "you returned alphas = 1 - betas; the schedule is the betas."),
         Hint(start + (end - start) * torch.arange(T) / T,
-             "the last beta should be beta_end: the step is (beta_end - beta_start) / (T - 1), as in torch.linspace."),
+             "the last beta should be beta_end: both end points belong to the schedule, so the T values are "
+             "T - 1 equal steps apart."),
         Hint(schedules.alpha_bar_from_betas(expected), "you returned alpha_bar; the schedule is the betas."),
     ])
 
@@ -82,7 +85,7 @@ def cosine_mistakes(T: int, s: float = 0.008, max_beta: float = 0.999) -> list[H
     abar = f / f[0]
     return [
         Hint((1 - f[1:] / f[:-1]).float(),
-             "the last beta is 1 (alpha_bar reaches 0 at t = T): clip the betas with .clamp(max=max_beta)."),
+             "the last beta is 1 (alpha_bar reaches 0 at t = T): clip the betas at max_beta."),
         Hint((1 - no_square[1:] / no_square[:-1]).clamp(max=max_beta).float(),
              "f(u) = cos^2(((u + s) / (1 + s)) pi / 2): the cosine is squared (Nichol & Dhariwal, eq. 17)."),
         Hint((1 - f_shift[1:] / f_shift[:-1]).clamp(max=max_beta).float(),
@@ -171,27 +174,10 @@ def test_q_posterior_random(sub, rng):
     t = random_steps(rng, T, B)
     mean, var = ddpm.q_posterior(x0, xt, t, betas, alpha_bar)
     mean_got, var_got = expect_pair(sub.call("q_posterior", x0, xt, t, betas, alpha_bar), "q_posterior")
-    beta_tilde = schedules.posterior_variance(betas, alpha_bar)
-    expect_close(var_got, var, "the posterior variance beta_tilde[t], shape (B,)", rtol=1e-4, atol=1e-7, hints=[
-        Hint(betas[t], "that is beta_t; the posterior variance is beta_tilde_t = (1 - alpha_bar[t-1]) / "
-                       "(1 - alpha_bar[t]) beta_t (beta and beta_tilde swapped)."),
-        Hint(var.sqrt(), "you returned the std sqrt(beta_tilde_t) where the variance belongs."),
-        Hint(shifted(beta_tilde, t, -1), "t is off by one: use beta_tilde[t], with alpha_bar before step 0 equal to 1."),
-        Hint(shifted(beta_tilde, t, 1), "t is off by one: use beta_tilde[t], with alpha_bar before step 0 equal to 1."),
-    ])
-    ab, beta = col(alpha_bar[t], 2), col(betas[t], 2)
-    ab_prev = col(schedules.alpha_bar_prev(alpha_bar)[t], 2)
-    coef_x0 = ab_prev.sqrt() * beta / (1 - ab)
-    expect_close(mean_got, mean, "the posterior mean", rtol=1e-4, atol=1e-4, hints=[
-        Hint(coef_x0 * x0 + ab.sqrt() * (1 - ab_prev) / (1 - ab) * xt,
-             "x_t's coefficient is sqrt(alpha_t) (1 - alpha_bar[t-1]) / (1 - alpha_bar[t]): you used alpha_bar where "
-             "alpha belongs."),
-        Hint(ab.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * xt,
-             "t is off by one: alpha_bar[t-1] is alpha_bar shifted by one step (equal to 1 before step 0), "
-             "not alpha_bar[t]."),
-        Hint(coef_x0 * x0 + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab).sqrt() * xt,
-             "divide by (1 - alpha_bar[t]) itself, not its square root."),
-    ])
+    var_hints, mean_hints = posterior_mistakes(x0, xt, t, betas, alpha_bar)
+    expect_close(var_got, var, "the posterior variance beta_tilde[t], shape (B,)", rtol=1e-4, atol=1e-7,
+                 hints=var_hints)
+    expect_close(mean_got, mean, "the posterior mean", rtol=1e-4, atol=1e-4, hints=mean_hints)
 
 
 @exercise("q_posterior")
@@ -247,19 +233,11 @@ def test_ddpm_loss_random_model(sub, rng):
     model = build(ref)
     x0, eps = torch.randn(48, 2, generator=rng), torch.randn(48, 2, generator=rng)
     t = random_steps(rng, T, 48)
-    xt = ddpm.q_sample(x0, t, eps, alpha_bar)
     expected = float(ddpm.ddpm_loss(model, x0, t, eps, alpha_bar))
     got = sub.call("ddpm_loss", ref, x0, t, eps, alpha_bar)
     expect(not isinstance(got, torch.Tensor) or got.numel() == 1,
            f"ddpm_loss should return a single number (the mean over all elements); got shape {tuple(got.shape)}.")
-    hints = [
-        Hint(float(((model(xt, t) - x0) ** 2).mean()), "the target of the simple loss is the noise eps, not x0."),
-        Hint(float(((model(x0, t) - eps) ** 2).mean()), "the model sees the noised x_t = q_sample(x0, t, eps), not x0."),
-        Hint(float(((model(xt, t) - eps) ** 2).sum()), "take the mean over all elements (like F.mse_loss), not the sum."),
-        Hint(float(((model(xt, t) - eps) ** 2).sum(-1).mean()),
-             "take the mean over all elements (like F.mse_loss), not a sum over dimensions."),
-        Hint(float((model(xt, t) - eps).abs().mean()), "the simple loss squares the error."),
-    ]
+    hints = loss_mistakes(model, x0, t, eps, alpha_bar)
     expect_scalar(got, expected, "ddpm_loss(model, x0, t, eps, alpha_bar)", rtol=1e-4, atol=1e-6, hints=hints)
 
 
@@ -276,32 +254,6 @@ def test_ddpm_loss_images(sub, rng):
 
 
 # -- p_sample_step ----------------------------------------------------------------------------
-def p_sample_mistakes(model, xt, t, z, betas, alpha_bar, variance: str) -> list[Hint]:
-    n = xt.ndim
-    eps = model(xt, t)
-    ab, beta = col(alpha_bar[t], n), col(betas[t], n)
-    beta_tilde = col(schedules.posterior_variance(betas, alpha_bar)[t], n)
-    var = beta if variance == "beta" else beta_tilde
-    other = beta_tilde if variance == "beta" else beta
-    mean = (xt - beta / (1 - ab).sqrt() * eps) / (1 - beta).sqrt()
-    keep = col((t > 0).to(xt.dtype), n)
-    ab_m, beta_m = col(shifted(alpha_bar, t, -1), n), col(shifted(betas, t, -1), n)
-    return [
-        Hint(mean + var.sqrt() * z, "no noise is added at the last step: where t == 0, return the mean alone."),
-        Hint(mean + keep * var * z, "the noise is sigma_t z with sigma_t = sqrt(variance): you multiplied z by the "
-                                    "variance (sigma not squared: sigma_t^2 is beta_t or beta_tilde_t)."),
-        Hint(mean + keep * other.sqrt() * z, f"variance={variance!r} asks for "
-                                             f"{'beta_t' if variance == 'beta' else 'beta_tilde_t'}: beta and "
-                                             "beta_tilde are swapped (or the variance argument is ignored)."),
-        Hint((xt - beta / (1 - ab).sqrt() * eps) / ab.sqrt() + keep * var.sqrt() * z,
-             "divide by sqrt(alpha_t) = sqrt(1 - beta_t), not sqrt(alpha_bar[t]): alpha is not alpha_bar."),
-        Hint((xt - beta / (1 - ab) * eps) / (1 - beta).sqrt() + keep * var.sqrt() * z,
-             "eps is scaled by beta_t / sqrt(1 - alpha_bar[t]): take the square root."),
-        Hint((xt - beta_m / (1 - ab_m).sqrt() * eps) / (1 - beta_m).sqrt() + keep * var.sqrt() * z,
-             "t is off by one: step t uses betas[t] and alpha_bar[t]."),
-    ]
-
-
 @exercise("p_sample_step", weight=2.0)
 def test_p_sample_step_beta(sub, rng):
     """p_sample_step with variance "beta" on random points and steps (t == 0 included)"""
@@ -369,14 +321,15 @@ def sampler_mistakes(m, C, betas, alpha_bar, variance: str, n: int) -> list[Hint
         (oracles.gaussian_chain_moments(m, C, betas, alpha_bar, noisy_end),
          "noise was added at the last step: at t == 0 the sampler returns the mean alone."),
         (oracles.gaussian_chain_moments(m, C, betas, alpha_bar, right, last_step=1),
-         "the loop stopped before the last step: run t = T-1, ..., 1, 0 (range(T - 1, -1, -1))."),
+         "the loop stopped before the last step: the step at index 0 (the one that lands on the data level) "
+         "was never taken."),
         (oracles.gaussian_chain_moments(m, C, betas, alpha_bar, other),
          f"the statistics match the other variance: variance={variance!r} must be passed on to each step "
          "(beta and beta_tilde swapped?)."),
         (oracles.gaussian_chain_moments(m, C, betas, alpha_bar, right ** 2),
          "the noise is sigma_t z with sigma_t = sqrt(variance): z was multiplied by the variance."),
     ]
-    return [Hint(moments_near(mean, cov, n), message) for (mean, cov), message in cases]
+    return [Hint(moments_near(mean, cov, n), message, where=WHERE_LOOP) for (mean, cov), message in cases]
 
 
 @exercise("ddpm_sample", weight=2.0)
@@ -425,7 +378,8 @@ def test_ddpm_sample_uses_generator(sub, rng):
            "ddpm_sample on images (3, 1, 4, 4) should return samples of the same shape.")
     again = sub.call("ddpm_sample", ref, x_T, betas, alpha_bar, generator=Ref(generator, 7))
     expect(torch.equal(first, again), "two calls of ddpm_sample with generators seeded alike gave different samples.",
-           "Hint: draw every z with torch.randn(x.shape, generator=generator) (the global RNG is not reproducible).")
+           "Hint: every z must be drawn from the generator passed in (the global random state differs from call "
+           "to call, so samples drawn from it cannot be reproduced).")
 
 
 # -- learned_log_variance ---------------------------------------------------------------------
@@ -435,20 +389,9 @@ def test_learned_log_variance_random(sub, rng):
     T, betas, alpha_bar = random_schedule(rng)
     v = torch.rand(24, 2, generator=rng)
     t = random_steps(rng, T, 24, with_zero=False)
-    beta_tilde = schedules.posterior_variance(betas, alpha_bar)
-    log_b, log_bt = col(betas[t].log(), 2), col(beta_tilde[t].log(), 2)
-    b, bt = col(betas[t], 2), col(beta_tilde[t], 2)
-    expected = ddpm.learned_log_variance(v, t, betas, alpha_bar)
-    log_b_m, log_bt_m = col(shifted(betas, t, -1).log(), 2), col(shifted(beta_tilde, t, -1).log(), 2)
-    expect_close(sub.call("learned_log_variance", v, t, betas, alpha_bar), expected,
-                 "learned_log_variance(v, t, betas, alpha_bar)", rtol=1e-4, atol=1e-5, hints=[
-                     Hint(torch.log(v * b + (1 - v) * bt), "interpolate the log variances (Nichol & Dhariwal, eq. 15), "
-                                                           "not the variances."),
-                     Hint(v * log_bt + (1 - v) * log_b, "v weighs log beta_t and (1 - v) weighs log beta_tilde_t: "
-                                                        "beta and beta_tilde are swapped."),
-                     Hint(0.5 * expected, "you returned a log std; the answer is a log variance (sigma squared)."),
-                     Hint(v * log_b_m + (1 - v) * log_bt_m, "t is off by one: use betas[t] and beta_tilde[t]."),
-                 ])
+    expect_close(sub.call("learned_log_variance", v, t, betas, alpha_bar), ddpm.learned_log_variance(v, t, betas, alpha_bar),
+                 "learned_log_variance(v, t, betas, alpha_bar)", rtol=1e-4, atol=1e-5,
+                 hints=log_variance_mistakes(v, t, betas, alpha_bar))
 
 
 @exercise("learned_log_variance")
@@ -460,3 +403,26 @@ def test_learned_log_variance_first_step(sub, rng):
     got = sub.call("learned_log_variance", v, t, betas, alpha_bar)
     expect_close(got, ddpm.learned_log_variance(v, t, betas, alpha_bar),
                  "learned_log_variance at t = 0 (log beta_tilde clipped to log beta_tilde[1])", rtol=1e-4, atol=1e-5)
+
+
+# -- questions --------------------------------------------------------------------------------
+@exercise("predict_log_alpha_bar_last", weight=0.5)
+def test_predict_log_alpha_bar_last_hidden(sub, rng):
+    """predict_log_alpha_bar_last(): ln alpha_bar at the last step of the linear schedule, to within 5%"""
+    got = sub.call("predict_log_alpha_bar_last")
+    expect((isinstance(got, (int, float)) and not isinstance(got, bool))
+           or (isinstance(got, torch.Tensor) and got.numel() == 1),
+           f"predict_log_alpha_bar_last() should return a number; got {type(got).__name__}.")
+    expect_scalar(float(got), log_alpha_bar_last_linear(), "predict_log_alpha_bar_last() (to within 5%)",
+                  rtol=0.05, atol=0.0)
+
+
+@exercise("derive_posterior_mean", weight=0.5)
+def test_derive_posterior_mean_images(sub, rng):
+    """derive_posterior_mean on a batch of images and other inputs: E[x0 | x_t] elementwise"""
+    xt = torch.randn(3, 1, 8, 8, generator=rng)
+    ab = float(torch.rand(1, generator=rng)) * 0.98 + 0.01
+    m, s2 = float(torch.randn(1, generator=rng)) * 0.5, float(torch.rand(1, generator=rng)) * 2 + 0.05
+    expect_close(sub.call("derive_posterior_mean", xt, ab, m, s2), posterior_mean_1d(xt, ab, m, s2),
+                 f"derive_posterior_mean(xt (3, 1, 8, 8), alpha_bar_t={ab:.3f}, m={m:.3f}, s2={s2:.3f})",
+                 rtol=1e-4, atol=1e-5, hints=posterior_mean_mistakes(xt, ab, m, s2))
