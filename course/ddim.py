@@ -124,7 +124,8 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def gaussian_ddim_moments(m: torch.Tensor, C: torch.Tensor, timesteps, alpha_bar: torch.Tensor, eta: float,
-                          mean_T: torch.Tensor | None = None, cov_T: torch.Tensor | None = None):
+                          mean_T: torch.Tensor | None = None, cov_T: torch.Tensor | None = None,
+                          sigma_fn=None):
     """Exact mean and covariance of ``ddim_sample`` driven by the exact eps-predictor of data N(m, C).
 
     That predictor is linear, eps*(x) = E_t (x - sqrt(ab_t) m) with E_t = sqrt(1 - ab_t) Sigma_t^{-1},
@@ -133,6 +134,8 @@ def gaussian_ddim_moments(m: torch.Tensor, C: torch.Tensor, timesteps, alpha_bar
     A = sqrt(ab_prev / ab_t) I + k E_t,  b = -k sqrt(ab_t) E_t m,
     k = sqrt(1 - ab_prev - sigma^2) - sqrt(ab_prev (1 - ab_t) / ab_t).
     Propagates (mean, cov) from x_T ~ N(mean_T, cov_T) (default N(0, I)); float64 (d,), (d, d).
+    ``sigma_fn(t, t_prev, alpha_bar, eta)`` gives each step's sigma (default :func:`ddim_sigma`; a notebook
+    passes the learner's own, so this also runs where the library's is an exercise stub).
     With few steps the covariance comes out smaller than C: coarse deterministic steps shrink it.
     """
     m, C = m.double(), C.double()
@@ -144,7 +147,7 @@ def gaussian_ddim_moments(m: torch.Tensor, C: torch.Tensor, timesteps, alpha_bar
     path = [int(t) for t in timesteps] + [-1]
     for t, t_prev in zip(path[:-1], path[1:]):
         ab_t, ab_prev = alpha_bar_at(alpha_bar, t), alpha_bar_at(alpha_bar, t_prev)
-        sigma = ddim_sigma(t, t_prev, alpha_bar, eta)
+        sigma = torch.as_tensor((sigma_fn or ddim_sigma)(t, t_prev, alpha_bar, eta), dtype=torch.float64)
         E = (1 - ab_t).sqrt() * torch.linalg.inv(ab_t * C + (1 - ab_t) * eye)  # (d, d)
         k = (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() - (ab_prev * (1 - ab_t) / ab_t).sqrt()
         A = (ab_prev / ab_t).sqrt() * eye + k * E

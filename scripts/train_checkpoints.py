@@ -17,6 +17,9 @@
   ``12_control_adapter.pt``, ``12_editor.pt``: notebook 12's ControlNet adapter on 08's frozen latent
   flow (with that base inside) and its in-context editor ("make it thicker"), ``--only 12_control_editing``
   (it starts from the 07 and 08 checkpoints, which it loads whenever they exist).
+  ``04_ddim_eps.pt`` (04's eps-model, the EMA weights), ``05_ncsn.pt`` and ``05_vp_eps.pt`` (05's noise-conditional
+  score network and VP eps-model): ``--only 04_ddim``, ``--only 05_score_sde``; these two notebooks also load
+  them in fast mode, so their fast runs show trained models.
   Notebooks load these files only when asked (``PRETRAINED = True`` or ``COURSE_PRETRAINED=1``).
 
 Results on another machine or torch version differ in the last digits, not in quality; the
@@ -39,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from course.judge import CHECKPOINT_NAME, train_judge  # noqa: E402
 from course.pretrained import CHECKPOINT_DIR, save  # noqa: E402
 
-NOTEBOOKS = ["07_guidance", "08_latent_unet", "11_transformers_text", "12_control_editing"]
+NOTEBOOKS = ["04_ddim", "05_score_sde", "07_guidance", "08_latent_unet", "11_transformers_text", "12_control_editing"]
 
 
 def make_judge() -> None:

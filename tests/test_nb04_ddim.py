@@ -4,6 +4,7 @@ answer that calls the library scores zero, and the notebook runs in fast mode.""
 from __future__ import annotations
 
 
+from grader.paths import ROOT
 from support import NotebookContract, answer_builder
 
 
@@ -101,6 +102,16 @@ WRONG = {
         (fn("slerp", "z0, z1, alpha", """theta = torch.arccos((z0 * z1).sum() / (z0.norm() * z1.norm()))
 return (torch.sin((1 - alpha) * theta) * z0 + torch.sin(alpha * theta) * z1) / torch.sin(theta)"""), "row by row"),
     ],
+    "predict_ddim_eta0_twice": [
+        (fn("predict_ddim_eta0_twice", "", 'return "b"'), "multiplied by 0"),
+        (fn("predict_ddim_eta0_twice", "", 'return "c"'), "the last step adds no noise"),
+        (fn("predict_ddim_eta0_twice", "", 'return "same"'), "answer with one of"),
+    ],
+    "predict_inversion_calls": [
+        (fn("predict_inversion_calls", "", "return 49"), "from the data (t = -1) to 0"),
+        (fn("predict_inversion_calls", "", "return 51"), "once per step"),
+        (fn("predict_inversion_calls", "", "return 100"), "only encodes"),
+    ],
 }
 
 # correct answers written differently from the reference: full marks
@@ -144,6 +155,8 @@ w0 = torch.sin((1.0 - alpha) * theta) / torch.sin(theta)
 w1 = torch.sin(alpha * theta) / torch.sin(theta)
 out = w0[:, None] * u0 + w1[:, None] * u1
 return out.reshape(z0.shape)"""),
+    "predict_ddim_eta0_twice": fn("predict_ddim_eta0_twice", "", 'return " (A) "'),
+    "predict_inversion_calls": fn("predict_inversion_calls", "", "n_steps = 50\nreturn float(n_steps)"),
 }
 
 
@@ -159,3 +172,28 @@ class TestNotebook04(NotebookContract):
 
     notebook = "04_ddim"
     WRONG, REWRITES, LIBRARY_USE = WRONG, REWRITES, LIBRARY_USE
+
+    def test_solution_runs_in_fast_mode(self, tmp_path, monkeypatch):
+        """Does the reference notebook run in fast mode (with the shipped checkpoint), and do the claims its
+        text makes beside the fast run's figures hold there?"""
+        metrics = fast_run_metrics(tmp_path, monkeypatch)
+        assert metrics["eta0_twice_gap"] < 1e-5 < 0.1 < metrics["eta1_twice_gap"]
+        assert metrics["inversion_calls_50"] == 50
+        assert metrics["ddim_vs_euler_step_gap"] < 1e-4 and abs(metrics["ddim_ode_order"] - 1) < 0.3
+        if (ROOT / "checkpoints" / "04_ddim_eps.pt").is_file():  # the trained model: the table's shape holds
+            for n_steps in (10, 20):
+                assert metrics[f"eta1_over_eta0_steps{n_steps}"] >= 1.25, (n_steps, metrics)
+            assert metrics["inversion_rel_error_steps50"] < metrics["inversion_rel_error_steps10"]
+
+
+def fast_run_metrics(tmp_path, monkeypatch) -> dict:
+    """Run the reference notebook in fast mode; return the metrics it recorded, {name: value}."""
+    import json
+
+    from grader.workflows.execute import execute_notebook
+
+    path = tmp_path / "metrics.jsonl"
+    monkeypatch.setenv("COURSE_METRICS_FILE", str(path))
+    execute_notebook(ROOT / "solutions" / "04_ddim.ipynb", fast=True)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {row["name"]: row["value"] for row in rows if row["notebook"] == "04_ddim"}

@@ -8,8 +8,10 @@ import torch
 
 from course import ddim
 from course.schedules import make_alpha_bar
-from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_moments, matches
-from grader.public.nb04_ddim import gaussian_model, generator, random_net
+from grader.engine.api import (Hint, Ref, build, exercise, expect, expect_choice, expect_close, expect_moments, expect_scalar,
+                               matches)
+from grader.public.nb04_ddim import (INVERSION_CALLS_WHERE, INVERSION_CALLS_WRONG, STEP_WHERE, ETA0_TWICE_WHERE,
+                                     ETA0_TWICE_WHY_NOT, INVERT_WHERE, SAMPLE_WHERE, SLERP_WHERE, gaussian_model, generator, random_net, sigma_hints, step_hints)
 
 T = 1000
 ALPHA_BAR = make_alpha_bar(T)
@@ -44,24 +46,28 @@ def check_timesteps(got, T_, n):
     what = f"ddim_timesteps(T={T_}, n_steps={n})"
     expect(isinstance(got, torch.Tensor), f"{what} should return a torch LongTensor, got {type(got).__name__}.")
     expect(not got.is_floating_point(), f"{what} has dtype {got.dtype}, expected torch.int64 (a LongTensor).",
-           "Hint: steps index alpha_bar: round them, then convert with .long().")
+           "Hint: the steps index alpha_bar, so they must be whole numbers stored as integers (int64).")
     expect(got.dim() == 1 and got.numel() >= 2, f"{what} should be a 1-dimensional tensor of {n} steps, "
                                                  f"got shape {tuple(got.shape)}.")
     steps = got.tolist()
     expect(steps[0] > steps[-1], f"{what} is in ascending order ({steps[0]}, {steps[1]}, ...).",
-           "Hint: DDIM walks from noise to data: the steps must be descending, T-1 first and 0 last.")
+           "Hint: DDIM walks from noise to data: the steps must be descending, T-1 first and 0 last.",
+           "Where to look: section 1, the order of the sub-sequence tau.")
     expect(steps[0] == T_ - 1, f"{what} starts at {steps[0]}, but must start at T-1 = {T_ - 1}.",
-           "Hint: the first step must be T-1 (the noisiest step, where x_T ~ N(0, I) is right); "
-           "torch.arange(0, T, T // n_steps) never reaches T-1. Space the steps from T-1 down to 0.")
+           "Hint: the first step must be T-1 (the noisiest step, where x_T ~ N(0, I) is right); a stride of "
+           "T // n_steps from 0 never reaches it. Space the steps evenly from T-1 down to 0.",
+           "Where to look: section 1, the formula for tau_i (i = S gives T-1).")
     expect(steps[-1] == 0, f"{what} ends at {steps[-1]}, but must end at 0.",
-           "Hint: the last step must be 0, the least noisy one, so the final step lands on clean data.")
+           "Hint: the last step must be 0, the least noisy one, so the final step lands on clean data.",
+           "Where to look: section 1, the formula for tau_i (i = 1 gives 0).")
     expect(tuple(got.shape) == (n,), f"{what} should have shape ({n},): n_steps steps, got {tuple(got.shape)}.")
     exact = torch.linspace(T_ - 1, 0, n, dtype=torch.float64)
     off = (got.double() - exact).abs()
     expect(bool((off < 1).all()),
            f"{what} is not evenly spaced: step {steps[int(off.argmax())]} is {float(off.max()):.3g} away from "
            f"{float(exact[int(off.argmax())]):.2f}, the evenly spaced value.",
-           "Hint: use torch.linspace(T - 1, 0, n_steps) and round to integers.")
+           "Hint: n_steps evenly spaced values from T-1 down to 0, each rounded to the nearest integer.",
+           "Where to look: section 1, the formula for tau_i.")
 
 
 @exercise("ddim_timesteps")
@@ -84,17 +90,7 @@ def test_ddim_timesteps_every_step(sub, rng):
 
 # -- ddim_sigma ------------------------------------------------------------------------------
 def sigma_variants(t, t_prev, eta):
-    ab_t, ab_prev = ALPHA_BAR[t], ALPHA_BAR[t_prev]
-    variance = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
-    beta_t = 1 - ab_t / ALPHA_BAR[t - 1]  # 1 - alpha_t: right only when t_prev = t - 1
-    return [
-        Hint(eta * variance, "you returned sigma^2 (a variance): take its square root."),
-        Hint(variance.sqrt(), "eta is ignored: sigma must be multiplied by eta (eta = 0 gives no noise)."),
-        Hint(eta * ((1 - ab_prev) / (1 - ab_t) * beta_t).sqrt(),
-             "you used alpha_t = 1 - beta_t where alpha_bar_t / alpha_bar_prev belongs: with skipped steps "
-             "they differ. Use alpha_bar at t and at t_prev."),
-        Hint(eta ** 2 * variance.sqrt(), "eta multiplies sigma, not sigma^2: use eta, not eta^2."),
-    ]
+    return sigma_hints(t, t_prev, ALPHA_BAR, eta)
 
 
 @exercise("ddim_sigma")
@@ -127,23 +123,16 @@ def test_ddim_sigma_last_step_and_eta_zero(sub, rng):
 
 # -- ddim_step -------------------------------------------------------------------------------
 def step_variants(eps, xt, t, t_prev, eta, z):
-    ab_t, ab_prev = ALPHA_BAR[t], ALPHA_BAR[t_prev] if t_prev >= 0 else torch.tensor(1.0)
+    ab_t = ALPHA_BAR[t]
     sigma = ddim.ddim_sigma(t, t_prev, ALPHA_BAR, eta)
-    x0 = (xt - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
+    ab_prev = ALPHA_BAR[t_prev] if t_prev >= 0 else torch.tensor(1.0)
     alpha_t = ab_t / ALPHA_BAR[t - 1]
     x0_alpha = (xt - (1 - alpha_t).sqrt() * eps) / alpha_t.sqrt()
     direction = (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
-    return [
-        Hint(ab_prev.sqrt() * x0 + (1 - ab_prev - sigma).clamp(min=0).sqrt() * eps + sigma * z,
-             "the direction term is sqrt(1 - alpha_bar_prev - sigma^2) eps: sigma must be squared there."),
-        Hint(ab_prev.sqrt() * x0 + direction,
-             "the fresh noise sigma z is missing: with eta > 0 the step adds sigma z."),
-        Hint(ab_prev.sqrt() * x0 + direction + z, "the noise must be scaled: add sigma z, not z."),
-        Hint(ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps + sigma * z,
-             "the coefficient of eps is sqrt(1 - alpha_bar_prev - sigma^2): the noise sigma z takes its share "
-             "of the variance."),
+    return step_hints(eps, xt, t, t_prev, ALPHA_BAR, eta, z) + [
         Hint(ab_prev.sqrt() * x0_alpha + direction + sigma * z,
-             "x0_hat uses alpha_bar_t (the product of all alphas), not alpha_t = 1 - beta_t."),
+             "x0_hat uses alpha_bar_t (the product of all alphas), not alpha_t = 1 - beta_t.",
+             where=STEP_WHERE + " The prediction x0_hat above it."),
     ]
 
 
@@ -200,13 +189,14 @@ def test_ddim_sample_values_with_noise(sub, rng):
     expect_close(got, expected, f"ddim_sample(model, x_T, {n_steps} timesteps, alpha_bar, eta=0.6, generator)",
                  rtol=1e-4, atol=1e-4, hints=[
                      Hint(lambda: ddim.ddim_sample(model, x_T, ts, ALPHA_BAR_NET, 0.0),
-                          "your samples ignore eta: pass it on to ddim_step (eta = 0.6 adds noise)."),
+                          "your samples ignore eta: with eta = 0.6 they came out as the deterministic (eta = 0) ones.",
+                          where=SAMPLE_WHERE + " Which eta does each step get?"),
                      Hint(lambda: ddim.ddim_walk(model, x_T, path, ALPHA_BAR_NET, 0.6, torch.Generator().manual_seed(seed)),
                           "the final step must go to alpha_bar = 1: after the last entry of timesteps (0), take "
-                          "one more step to t_prev = -1, the clean data."),
+                          "one more step to t_prev = -1, the clean data.", where=SAMPLE_WHERE),
                      Hint(lambda: labelled_walk(model, x_T, path + [-1], ALPHA_BAR_NET, lambda a, b: max(b, 0), 0.6,
                                                 torch.Generator().manual_seed(seed)),
-                          "call the model at the current step t (where x is), not at t_prev."),
+                          "call the model at the current step t (where x is), not at t_prev.", where=SAMPLE_WHERE),
                  ])
 
 
@@ -262,12 +252,13 @@ def test_ddim_invert_values(sub, rng):
                  rtol=1e-4, atol=1e-4, hints=[
                      Hint(lambda: labelled_walk(model, x0, [-1] + [int(t) for t in ts], ALPHA_BAR_NET, lambda a, b: b),
                           "inversion walks *up*, from the data (t = -1) through 0, ... to T-1: reverse the "
-                          "timesteps."),
+                          "timesteps.", where=INVERT_WHERE),
                      Hint(lambda: labelled_walk(model, x0, up, ALPHA_BAR_NET, lambda a, b: max(a, 0)),
                           "ask the model about the step you move to (t), not the one you come from: it cannot be "
-                          "asked about t = -1."),
+                          "asked about t = -1.", where=INVERT_WHERE),
                      Hint(lambda: labelled_walk(model, x0, up[1:], ALPHA_BAR_NET, lambda a, b: b),
-                          "start at the data, t = -1 with alpha_bar = 1: the first step goes from -1 to 0."),
+                          "start at the data, t = -1 with alpha_bar = 1: the first step goes from -1 to 0.",
+                          where=INVERT_WHERE),
                  ])
 
 
@@ -304,13 +295,13 @@ def test_slerp_random_rows(sub, rng):
     expected = reference_slerp(z0, z1, alpha)
     expect_close(got, expected, f"slerp(z0, z1, alpha={alpha})", rtol=1e-4, atol=1e-4, hints=[
         Hint((1 - alpha) * z0 + alpha * z1, "that is linear interpolation: slerp weights z0 and z1 by "
-                                            "sin((1 - alpha) theta) / sin(theta) and sin(alpha theta) / sin(theta)."),
+                                            "sin((1 - alpha) theta) / sin(theta) and sin(alpha theta) / sin(theta).", where=SLERP_WHERE),
         Hint(reference_slerp(z0, z1, 1 - alpha), "the weights are swapped: slerp(z0, z1, 0) must be z0, so "
-                                                 "sin((1 - alpha) theta) goes with z0."),
+                                                 "sin((1 - alpha) theta) goes with z0.", where=SLERP_WHERE),
         Hint((torch.sin((1 - alpha) * flat_theta) * z0 + torch.sin(alpha * flat_theta) * z1) / torch.sin(flat_theta),
-             "compute the angle theta row by row (one per sample), not once for the whole batch."),
+             "compute the angle theta row by row (one per sample), not once for the whole batch.", where=SLERP_WHERE),
         Hint(expected / expected.norm(dim=1, keepdim=True), "do not normalise the result: slerp keeps the norms "
-                                                            "of its end points when they are equal."),
+                                                            "of its end points when they are equal.", where=SLERP_WHERE),
     ])
 
 
@@ -322,3 +313,19 @@ def test_slerp_images_and_end_points(sub, rng):
                  rtol=1e-4, atol=1e-4)
     expect_close(sub.call("slerp", z0, z1, 0.0), z0, "slerp(z0, z1, 0)", rtol=1e-4, atol=1e-4)
     expect_close(sub.call("slerp", z0, z1, 1.0), z1, "slerp(z0, z1, 1)", rtol=1e-4, atol=1e-4)
+
+
+# -- questions -----------------------------------------------------------------------------------
+@exercise("predict_ddim_eta0_twice", weight=0.5)
+def test_predict_ddim_eta0_twice_hidden(sub, rng):
+    """DDIM with eta = 0 run twice from the same x_T: the same samples"""
+    expect_choice(sub.call("predict_ddim_eta0_twice"), "a", "predict_ddim_eta0_twice()",
+                  why_not=ETA0_TWICE_WHY_NOT, where=ETA0_TWICE_WHERE)
+
+
+@exercise("predict_inversion_calls", weight=0.5)
+def test_predict_inversion_calls_hidden(sub, rng):
+    """ddim_invert with 50 timesteps calls the network 50 times"""
+    expect_scalar(sub.call("predict_inversion_calls"), 50, "predict_inversion_calls()", rtol=0, atol=0.01,
+                  hints=[Hint(torch.tensor(float(k)), msg, where=INVERSION_CALLS_WHERE)
+                         for k, msg in INVERSION_CALLS_WRONG.items()])
