@@ -40,6 +40,20 @@ SNOOP = '''def euler_step(f, x, t, dt):
     return x + dt * f(x, t)
 '''
 
+# Loads the installed library's real flows.py (beside the installed grader) and calls its divergence:
+# the reference, past the sandbox's stripped copy; must not be able to.
+STEAL = '''def divergence(f, x, t, create_graph=False):
+    import importlib.util, os
+
+    import grader
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(grader.__file__))), "course", "flows.py")
+    spec = importlib.util.spec_from_file_location("stolen_flows", path)
+    stolen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stolen)
+    return stolen.divergence(f, x, t, create_graph)
+'''
+
 
 def shared_interpreter() -> str:
     """A Python of this version that every uid can read (as /usr/bin's is on Gradescope), else this
@@ -119,10 +133,14 @@ def assert_gradescope_schema(results: dict) -> None:
         assert test["status"] in ("passed", "failed") and isinstance(test["output"], str)
 
 
-def snooping_notebook(root: Path) -> str:
+def snooping_notebook(root: Path, steal: bool = False) -> str:
+    """The reference answers, but euler_step snoops for the hidden tests (and, with ``steal``,
+    divergence runs the installed library's own reference)."""
     solution = nbformat.read(ROOT / "solutions" / f"{A}.ipynb", as_version=4)
     full = {c.metadata["nbgrader"]["grade_id"]: c.source for c in solution.cells
             if (c.metadata.get("nbgrader") or {}).get("solution")}
+    if steal:
+        full["divergence"] = STEAL
     nb = nbformat.read(ROOT / "notebooks" / f"{A}.ipynb", as_version=4)
     for cell in nb.cells:
         gid = (cell.metadata.get("nbgrader") or {}).get("grade_id")
@@ -140,7 +158,7 @@ def test_the_zip_is_a_gradescope_autograder(autograder):
     assert {"setup.sh", "run_autograder", "autograder.json"} <= set(names)
     assert autograder["modes"]["run_autograder"] & stat.S_IXUSR and autograder["modes"]["setup.sh"] & stat.S_IXUSR
     assert "pip install torch==2.13.0" in setup and "https://download.pytorch.org/whl/cpu" in setup
-    assert "pip install wheels/*.whl" in setup and "chmod -R go-rwx" in setup
+    assert "pip install wheels/*.whl" in setup and 'chmod -R go-rwx "$SITE/grader/tests" "$SITE/course"' in setup
     inside = zipfile.ZipFile(wheel).namelist()
     assert "grader/tests/test_01_toy_flows.py" in inside and "grader/engine/pytest.ini" in inside
     assert not [n for n in inside if n.startswith("grader/tests/test_") and "01_toy_flows" not in n]
@@ -154,20 +172,34 @@ def test_a_renamed_notebook_is_graded_and_the_hidden_tests_stay_hidden(autograde
         assert not namespaces_here(), results["output"]  # the installed grader is isolated where it can be
         pytest.skip(f"no namespaces on this machine: {results['output'][-300:]}")
     assert scores["euler_step"] == 0.0, results["tests"][0]["output"]  # could not read them
-    assert results["score"] == 12.0 and sum(t["max_score"] for t in results["tests"]) == 13.0
+    maxima = {t["name"]: t["max_score"] for t in results["tests"]}
+    assert results["score"] == sum(maxima.values()) - maxima["euler_step"], results["output"]
     assert "graded snoop_work.ipynb as 01_toy_flows.ipynb" in results["output"]
     assert "def test_" not in json.dumps(results)
 
 
-def test_without_namespaces_file_permissions_still_hide_the_hidden_tests(autograder):
+def test_without_namespaces_file_permissions_still_hide_the_hidden_tests_and_the_references(autograder):
+    """Root without namespaces (Gradescope's container without those privileges): the learner's code
+    runs as a fresh uid, which can read neither the hidden tests nor the installed library's real
+    sources (root only), only the sandbox's stripped copy."""
     if os.geteuid() != 0:
         pytest.skip("Gradescope runs the autograder as root; as an ordinary user there is no other uid to use")
-    results = run_autograder(autograder, {f"{A}.ipynb": snooping_notebook(autograder["root"])}, isolate=False)
+    results = run_autograder(autograder, {f"{A}.ipynb": snooping_notebook(autograder["root"], steal=True)},
+                             isolate=False)
     if "uid+limits" not in results["output"]:  # a Python only root can read (the sandbox warns)
         pytest.skip("no Python of this version readable by another uid on this machine")
-    assert {t["name"]: t["score"] for t in results["tests"]}["euler_step"] == 0.0, results["tests"][0]["output"]
-    assert results["score"] == 12.0, results["output"]
+    scores = {t["name"]: t["score"] for t in results["tests"]}
+    outputs = {t["name"]: t["output"] for t in results["tests"]}
+    assert scores["euler_step"] == 0.0, outputs["euler_step"]
+    assert scores["divergence"] == 0.0, outputs["divergence"]  # the real flows.py is root only
+    assert "Permission" in outputs["divergence"], outputs["divergence"]
+    maxima = {t["name"]: t["max_score"] for t in results["tests"]}
+    assert results["score"] == sum(maxima.values()) - maxima["euler_step"] - maxima["divergence"], results["output"]
     assert "def test_" not in json.dumps(results)
+    where = "import course, os; print(os.path.dirname(course.__file__))"
+    library = Path(subprocess.run([str(autograder["python"]), "-c", where], capture_output=True,
+                                  text=True).stdout.strip())
+    assert stat.S_IMODE(library.stat().st_mode) & 0o077 == 0, oct(library.stat().st_mode)
 
 
 def namespaces_here() -> bool:

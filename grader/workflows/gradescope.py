@@ -15,6 +15,14 @@ grader reads them as root; the learner's code runs in the engine's sandbox, unde
 with the hidden paths covered where namespaces are allowed and, where they are not (a container
 without those privileges), with only file permissions between it and the tests (root-only: 0700).
 
+The same holds for the reference implementations in the installed library (``site-packages/course``,
+its sources and bytecode): root only (setup.sh, and again by ``run`` before each submission). The
+grading process (root) imports the real library; the sandboxed worker imports the sandbox's
+stripped copy of it (:mod:`grader.engine.strip`: the graded notebook's and later notebooks'
+exercises are stubs), which the sandbox puts first on its ``sys.path`` (or mounts over the real
+package) and which its uid can read. The rest of the installed grader (engine, public modules)
+stays readable: the worker imports it.
+
 ``results.json`` follows Gradescope's specification: top-level ``score``, ``execution_time``,
 ``visibility``, ``output`` and ``tests`` (each with ``name``, ``score``, ``max_score``, ``status``,
 ``output``, ``visibility``); no top-level ``max_score`` (Gradescope sums the tests'). A notebook that
@@ -58,9 +66,10 @@ SITE="$("$PY" -c 'import grader, os; print(os.path.dirname(os.path.dirname(os.pa
 mkdir -p "$SITE/checkpoints"
 cp checkpoints/*.pt "$SITE/checkpoints/" 2>/dev/null || true
 chmod -R a+rX "$SITE/checkpoints"
-# the hidden tests and this folder: root only (the learner's code runs under another uid)
-chown -R root:root "$SITE/grader/tests" .
-chmod -R go-rwx "$SITE/grader/tests" .
+# the hidden tests, the library's reference implementations (sources and bytecode) and this folder:
+# root only (the learner's code runs under another uid, with the sandbox's stripped copy of the library)
+chown -R root:root "$SITE/grader/tests" "$SITE/course" .
+chmod -R go-rwx "$SITE/grader/tests" "$SITE/course" .
 "$PY" -c 'import torch, grader.engine.grade; print("course grader ready, torch", torch.__version__)'
 """
 
@@ -239,6 +248,19 @@ def _installed_hidden_dirs() -> list[Path]:
     return [HIDDEN_DIR] if HIDDEN_DIR.is_dir() else []
 
 
+def _installed_library_dirs() -> list[Path]:
+    """The real course library of an installed grader (its reference implementations): root only.
+    The sandboxed worker imports the stripped copy instead (see the module's docstring)."""
+    if not _installed_hidden_dirs():
+        return []
+    from grader.engine.strip import library_dir
+
+    try:
+        return [library_dir()]
+    except ImportError:
+        return []
+
+
 def run(notebook_id: str, root: Path, isolate: bool = True, budget_s: float | None = None,
         seed: int | None = None) -> dict:
     """Grade the submission under ``root`` (Gradescope's /autograder) and write results.json."""
@@ -258,7 +280,7 @@ def run(notebook_id: str, root: Path, isolate: bool = True, budget_s: float | No
     budget_s = budget_s or float(config.get("budget_s", 600.0))
     hidden = [root / "source", root / "submission", results_dir, *_installed_hidden_dirs(),
               ROOT / "solutions", ROOT / "grader" / "tests", ROOT / "tests", ROOT / ".git"]
-    _lock_down([root / "source", *_installed_hidden_dirs()])
+    _lock_down([root / "source", *_installed_hidden_dirs(), *_installed_library_dirs()])
     notebook, note = find_submission(root / "submission", notebook_id)
     report = None
     if notebook is not None and notebook.stat().st_size > MAX_NOTEBOOK_BYTES:
