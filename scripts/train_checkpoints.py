@@ -20,6 +20,9 @@
   ``04_ddim_eps.pt`` (04's eps-model, the EMA weights), ``05_ncsn.pt`` and ``05_vp_eps.pt`` (05's noise-conditional
   score network and VP eps-model): ``--only 04_ddim``, ``--only 05_score_sde``; these two notebooks also load
   them in fast mode, so their fast runs show trained models.
+  ``02_cnf.pt`` (02's CNF), ``06_1rf.pt``, ``06_2rf.pt`` and ``06_distilled.pt`` (06's 1- and 2-rectified
+  flows and its one-step generator): ``--only 02_neural_odes``, ``--only 06_rectified_flow``; these two
+  notebooks also load them in fast mode.
   Notebooks load these files only when asked (``PRETRAINED = True`` or ``COURSE_PRETRAINED=1``).
 
 Results on another machine or torch version differ in the last digits, not in quality; the
@@ -42,7 +45,8 @@ sys.path.insert(0, str(ROOT))
 from course.judge import CHECKPOINT_NAME, train_judge  # noqa: E402
 from course.pretrained import CHECKPOINT_DIR, save  # noqa: E402
 
-NOTEBOOKS = ["04_ddim", "05_score_sde", "07_guidance", "08_latent_unet", "11_transformers_text", "12_control_editing"]
+NOTEBOOKS = ["02_neural_odes", "04_ddim", "05_score_sde", "06_rectified_flow", "07_guidance", "08_latent_unet",
+             "11_transformers_text", "12_control_editing"]
 
 
 def make_judge() -> None:

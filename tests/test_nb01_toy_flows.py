@@ -92,6 +92,17 @@ return torch.stack([torch.autograd.grad(fx[:, i].sum(), x, retain_graph=True)[0]
         (fn("pushforward_log_prob", "y, g_inverse, base_log_prob", LOGDET +
             "return base_log_prob(y) + logdet"), "g_inverse(y)"),
     ],
+    "predict_euler_halving": [
+        (fn("predict_euler_halving", "", 'return "b"'), "second-order"),
+        (fn("predict_euler_halving", "", 'return "c"'), "does depend on dt"),
+        (fn("predict_euler_halving", "", 'return "d"'), "RK4"),
+    ],
+    "derive_euler_rotation_radius": [
+        (fn("derive_euler_rotation_radius", "r0, dt, n_steps", "return r0"), "does not keep the circle"),
+        (fn("derive_euler_rotation_radius", "r0, dt, n_steps", "return r0 * (1 + dt ** 2) ** n_steps"),
+         "square root"),
+        (fn("derive_euler_rotation_radius", "r0, dt, n_steps", "return r0 * (1 + dt) ** n_steps"), "Pythagoras"),
+    ],
 }
 
 # correct answers written differently from the reference: full marks
@@ -119,6 +130,9 @@ return path"""),
 return jac.diagonal(dim1=1, dim2=2).sum(-1)"""),
     "jacobian_logdet": fn("jacobian_logdet", "g, x", """jac = torch.vmap(torch.func.jacrev(lambda z: g(z[None])[0]))(x)
 return torch.log(torch.abs(torch.det(jac)))"""),
+    "predict_euler_halving": fn("predict_euler_halving", "", 'return " (A) "'),
+    "derive_euler_rotation_radius": fn("derive_euler_rotation_radius", "r0, dt, n_steps",
+                                       "return r0 * np.hypot(1.0, dt) ** n_steps"),
     "pushforward_log_prob": fn("pushforward_log_prob", "y, g_inverse, base_log_prob",
                                "logdet = jacobian_logdet(g_inverse, y)\nreturn logdet + base_log_prob(g_inverse(y))"),
 }

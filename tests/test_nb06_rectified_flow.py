@@ -43,7 +43,7 @@ return x"""), "not at its end"),
         (fn("sample_ode", "v_model, x0, n_steps", """x = x0
 for t in torch.linspace(0, 1, n_steps):
     x = x + v_model(x, t.expand(x.shape[0])) / n_steps
-return x"""), "linspace"),
+return x"""), "wrong grid"),
         (fn("sample_ode", "v_model, x0, n_steps", EULER.replace("vs.append(v)", "vs.append(x + dt * v)")
             + "return torch.cat([x0[None], vs])"), "whole path"),
     ],
@@ -59,6 +59,8 @@ return x"""), "linspace"),
         (fn("reflow_pairs", "v_model, x0, n_steps", EULER + "return x, x0"), "other order"),
         (fn("reflow_pairs", "v_model, x0, n_steps", "return x0, x0 + v_model(x0, torch.zeros(x0.shape[0]))"), "not one"),
         (fn("reflow_pairs", "v_model, x0, n_steps", EULER + "return x0, x[torch.randperm(x.shape[0])]"), "shuffle"),
+        # issue 13: pairs that carry the old flow's graph crash the training below ("backward ... a second time")
+        (fn("reflow_pairs", "v_model, x0, n_steps", EULER + "return x0, x"), "Trying to backward through the graph"),
     ],
     "velocity_to_x0": [
         (fn("velocity_to_x0", "xt, t, v", "return xt + t[:, None] * v"), "subtracts"),
@@ -96,6 +98,16 @@ return (x + (1 - t) * gmm_score(x, means, stds, weights)) / t"""), "the *noised*
         (fn("logit_normal_t", "n, m=0.0, s=1.0, generator=None", "return torch.sigmoid(m + s * torch.randn(n))"),
          "numbers that `generator` gives"),
     ],
+    "predict_one_euler_step": [
+        (fn("predict_one_euler_step", "", 'return "a"'), "does not yet know which mode"),
+        (fn("predict_one_euler_step", "", 'return "c"'), "is not zero"),
+        (fn("predict_one_euler_step", "", 'return "d"'), "straight move"),
+    ],
+    "predict_reflow_straightness": [
+        (fn("predict_reflow_straightness", "", 'return "a"'), "never cross"),
+        (fn("predict_reflow_straightness", "", 'return "c"'), "does not add curvature"),
+        (fn("predict_reflow_straightness", "", 'return "e"'), "answer with one of"),
+    ],
 }
 
 # correct answers written differently from the reference: full marks
@@ -114,7 +126,9 @@ for i in range(n_steps):
     xs.append(xs[-1] + vs[-1] / n_steps)
 chord = xs[-1] - xs[0]
 return float(sum(((chord - v) ** 2).sum(dim=1).mean() for v in vs) / n_steps)"""),
-    "reflow_pairs": fn("reflow_pairs", "v_model, x0, n_steps", "return (x0.clone(), sample_ode(v_model, x0, n_steps))"),
+    "reflow_pairs": fn("reflow_pairs", "v_model, x0, n_steps", "return (x0.clone(), sample_ode(v_model, x0, n_steps).detach())"),
+    "predict_one_euler_step": fn("predict_one_euler_step", "", 'return "(B)"'),
+    "predict_reflow_straightness": fn("predict_reflow_straightness", "", 'return " b"'),
     "velocity_to_x0": fn("velocity_to_x0", "xt, t, v", "return torch.addcmul(xt, -t.unsqueeze(1), v)"),
     "velocity_to_x1": fn("velocity_to_x1", "xt, t, v", "return velocity_to_x0(xt, t, v) + v  # x1 = x0 + (x1 - x0)"),
     "velocity_to_score": fn("velocity_to_score", "xt, t, v", "t = t.unsqueeze(-1)\nreturn (t * v - xt) / (1 - t)"),
@@ -142,3 +156,23 @@ class TestNotebook06(NotebookContract):
 
     notebook = "06_rectified_flow"
     WRONG, REWRITES, LIBRARY_USE = WRONG, REWRITES, LIBRARY_ANSWERS
+
+    def test_solution_runs_in_fast_mode(self, tmp_path, monkeypatch):
+        """Does the reference notebook run in fast mode, with the full-mode models from checkpoints/06_*.pt,
+        and do the claims its text makes at the figures hold (issue 13 item 3)?"""
+        import json
+
+        from grader.workflows.execute import execute_notebook
+        from support import SOLUTIONS
+
+        metrics_file = tmp_path / "metrics.jsonl"
+        monkeypatch.setenv("COURSE_METRICS_FILE", str(metrics_file))
+        execute_notebook(SOLUTIONS / f"{self.notebook}.ipynb", fast=True)
+        rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+        m = {row["name"]: row["value"] for row in rows if row["notebook"] == self.notebook}
+        assert m["full_models"] == 1.0, "fast mode did not load checkpoints/06_1rf.pt, 06_2rf.pt, 06_distilled.pt"
+        assert m["one_step_radius_1rf"] < 1.0, m  # one Euler step of 1-RF lands near the data mean (radius 2 modes)
+        assert m["sw_over_floor_1rf_100step"] <= 2.0, m  # 100 steps of 1-RF reach the eight modes
+        assert m["sw_over_floor_1rf_1step"] >= 5.0, m  # ... one step does not
+        assert m["straightness_ratio"] >= 100, m  # reflow: at least 100 times straighter
+        assert m["sw_over_floor_2rf_1step"] <= 2.0, m  # 2-RF's single step lands within twice the floor

@@ -10,7 +10,7 @@ import math
 import torch
 
 from course import flows, ode
-from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_scalar
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_choice, expect_close, expect_scalar
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "euler_step": 1,
@@ -21,6 +21,8 @@ EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "divergence": 2,
     "jacobian_logdet": 2,
     "pushforward_log_prob": 2,
+    "predict_euler_halving": 0.5,  # questions: predict, then run; derive, then run
+    "derive_euler_rotation_radius": 0.5,
 }
 
 LIBRARY = {  # the course library's implementation of each exercise (calling it scores zero)
@@ -110,6 +112,21 @@ def test_euler_step_rotation(sub, rng):
                              "you returned dt f(x, t) alone: the step must add it to x.")])
 
 
+@exercise("euler_step")
+def test_euler_step_time_dependent(sub, rng):
+    """euler_step on dx/dt = a + b t: the slope is taken at the start of the step"""
+    a, b = (float(v) for v in torch.rand(2, generator=rng) * 2 - 1)
+    x, t, dt = torch.randn(4, 2, generator=rng), 0.5, 0.25
+    got = sub.call("euler_step", Ref(linear_in_time, a, b), x, t, dt)
+    expect_close(got, x + dt * (a + b * t), f"euler_step(f, x, t={t}, dt={dt}) for f = a + b t", hints=[
+        Hint(x + dt * (a + b * (t + dt)), "you evaluated f at t + dt, the end of the step: Euler uses the "
+                                          "slope at its start.",
+             where="the Euler update in section 2: which time does the slope f(x_n, t_n) use?"),
+        Hint(x + (a + b * t), "the slope must be multiplied by dt.",
+             where="the Euler update in section 2: the increment is the step size times the slope."),
+    ])
+
+
 @exercise("heun_step")
 def test_heun_step_decay(sub, rng):
     """heun_step on dx/dt = -t x"""
@@ -135,12 +152,60 @@ def test_integrate_shape_and_start(sub, rng):
     expect_close(got[0], X3, "the first point of the path (it should be x0)")
 
 
+def euler_path_linear_in_time(x0, a: float, b: float, t0: float, t1: float, n: int, times=None):
+    """Euler's path for f = a + b t in closed form: x_i = x0 + sum_{j < i} dt (a + b s_j), s_j the step times."""
+    dt = (t1 - t0) / n
+    times = [t0 + j * dt for j in range(n)] if times is None else times
+    increments = torch.tensor([0.0] + [dt * (a + b * s) for s in times]).cumsum(0)  # (n + 1,)
+    return x0[None] + increments[:, None, None]
+
+
+@exercise("integrate")
+def test_integrate_time_grid(sub, rng):
+    """integrate (midpoint steps) on dx/dt = a + b t: each step at its own time, steps of (t1 - t0) / n_steps"""
+    a, b = (float(v) for v in torch.rand(2, generator=rng) + 0.5)
+    x0, n, t0, t1 = torch.randn(3, 2, generator=rng), 5, 0.5, 2.0
+    got = sub.call("integrate", Ref(linear_in_time, a, b), x0, t0, t1, n, step=Ref(step_method, "midpoint"))
+    # the midpoint step on f = a + b t is Euler's with the slope taken half a step later
+    dt, dt_wrong = (t1 - t0) / n, (t1 - t0) / (n + 1)
+    expected = euler_path_linear_in_time(x0, a, b, t0, t1, n, times=[t0 + (j + 0.5) * dt for j in range(n)])
+    expect_close(got, expected, f"integrate(f, x0, t0={t0}, t1={t1}, n_steps={n}, step=midpoint_step) for f = a + b t",
+                 hints=[
+                     Hint(euler_path_linear_in_time(x0, a, b, t0, t0 + n * dt_wrong, n,
+                                                    times=[t0 + (j + 0.5) * dt_wrong for j in range(n)]),
+                          "the path stops short of t1: dt should be (t1 - t0) / n_steps.",
+                          where="section 3: n_steps steps of equal size cover [t0, t1] exactly."),
+                     Hint(euler_path_linear_in_time(x0, a, b, t0, t1, n, times=[t0 + 0.5 * dt] * n),
+                          "every step was given the start time t0: each step must get its own time t0 + i dt.",
+                          where="section 3: the grid t_i = t0 + i dt; step i starts at t_i."),
+                 ])
+
+
 @exercise("convergence_order")
 def test_convergence_order_exact_power(sub, rng):
     """convergence_order on errors exactly C h^3"""
     hs = [0.1, 0.05, 0.025, 0.0125]
     got = sub.call("convergence_order", hs, [2.0 * h ** 3 for h in hs])
     expect_scalar(got, 3.0, "convergence_order(h, 2 h^3)", rtol=1e-3)
+
+
+@exercise("convergence_order")
+def test_convergence_order_noisy_errors(sub, rng):
+    """convergence_order fits a straight line through all the noisy log-log points"""
+    hs = [0.2 / 2 ** i for i in range(5)]
+    noise = (torch.rand(5, generator=rng) * 0.6 + 0.7).tolist()
+    errors = [h ** 2 * e for h, e in zip(hs, noise)]
+    u = torch.log(torch.tensor(hs, dtype=torch.float64))
+    v = torch.log(torch.tensor(errors, dtype=torch.float64))
+    slope = float(((u - u.mean()) * (v - v.mean())).sum() / ((u - u.mean()) ** 2).sum())  # least squares
+    got = sub.call("convergence_order", hs, errors)
+    expect_scalar(got, slope, "convergence_order(step_sizes, errors) on noisy errors", rtol=1e-3, hints=[
+        Hint(math.log(errors[1] / errors[0]) / math.log(hs[1] / hs[0]),
+             "you used the first two points only: with noisy errors the order is the least-squares slope "
+             "through all of them.", where="section 4: the least-squares formula sums over every i."),
+        Hint(1 / slope, "you regressed log(h) on log(error): the slope is d log(error) / d log(h).",
+             where="section 4: u_i = log h_i is the x-axis, v_i = log e_i the y-axis."),
+    ])
 
 
 @exercise("divergence")
@@ -172,3 +237,46 @@ def test_pushforward_scaling(sub, rng):
                  hints=[Hint(flows.standard_normal_log_prob(X3 / 2) + 2 * math.log(2),
                              "the log-determinant has the wrong sign: use the Jacobian of g_inverse at y, "
                              "and add it.")])
+
+
+# ---------------------------------------------------------------------------------------------
+# Questions (shared with the hidden tests)
+# ---------------------------------------------------------------------------------------------
+EULER_HALVING_WHY_NOT = {
+    "b": "a quarter is what a second-order method gains (Heun's): Euler's global error is proportional to dt.",
+    "c": "the error does depend on dt: each step's error is about dt^2, and there are 1/dt of them.",
+    "d": "a factor 16 is what RK4, a fourth-order method, gains.",
+}
+
+
+def expect_euler_halving(got) -> None:
+    expect_choice(got, "a", "predict_euler_halving()", why_not=EULER_HALVING_WHY_NOT,
+                  where="section 2 (Euler is a first-order method) and section 4 (error ~ C h^p).")
+
+
+def euler_rotation_radius_hints(r0, dt: float, n: int) -> list[Hint]:
+    return [
+        Hint(r0, "Euler does not keep the circle: each step moves along the tangent, which leaves the circle.",
+             where="one Euler step on the rotation: the step dt (-x2, x1) is orthogonal to x (Pythagoras)."),
+        Hint(r0 * (1 + dt ** 2) ** n, "(1 + dt^2) is the factor of the squared radius; the radius grows by its "
+                                      "square root per step.", where="|x + dt (-x2, x1)|^2 = |x|^2 + dt^2 |x|^2."),
+        Hint(r0 * (1 + dt) ** n, "the step is orthogonal to x, so the lengths add as in Pythagoras, not linearly.",
+             where="|x + dt (-x2, x1)|^2 = |x|^2 + dt^2 |x|^2."),
+    ]
+
+
+@exercise("predict_euler_halving", weight=0.5)
+def test_predict_euler_halving(sub, rng):
+    """your prediction: Euler's error at a fixed time when dt is halved"""
+    expect_euler_halving(sub.call("predict_euler_halving"))
+
+
+@exercise("derive_euler_rotation_radius", weight=0.5)
+def test_derive_euler_rotation_radius(sub, rng):
+    """the radius after n Euler steps on a rotation, against the closed form"""
+    r0 = 0.5 + torch.rand(4, generator=rng) * 2
+    dt, n = 0.1 + 0.2 * float(torch.rand(1, generator=rng)), 7
+    got = sub.call("derive_euler_rotation_radius", r0, dt, n)
+    expect_close(torch.as_tensor(got, dtype=torch.float32), r0 * (1 + dt ** 2) ** (n / 2),
+                 f"derive_euler_rotation_radius(r0, dt={dt:.3f}, n_steps={n})", rtol=1e-4,
+                 hints=euler_rotation_radius_hints(r0, dt, n))

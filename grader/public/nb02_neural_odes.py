@@ -11,7 +11,7 @@ import torch
 
 from course import cnf, flows, ode
 from course.nets import TimeMLP
-from grader.engine.api import Hint, Ref, build, exercise, expect_close, expect_scalar, matches
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_choice, expect_close, expect_scalar, matches
 # the vector fields of notebook 01, re-exported so that Ref(linear_field, A) builds them here too
 from grader.public.nb01_toy_flows import linear_field, standard_normal, tanh_field  # noqa: F401
 
@@ -21,6 +21,8 @@ EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "cnf_log_prob": 3,
     "cnf_nll": 2,
     "adjoint_grad_x0": 3,
+    "derive_hutchinson_variance": 0.5,  # questions: derive, then run; predict, then run
+    "predict_hutchinson_noise": 0.5,
 }
 
 LIBRARY = {  # the course library's implementation of each exercise (calling it scores zero)
@@ -88,7 +90,8 @@ def log_prob_hints(f, x1, n_steps, base) -> list[Hint]:
         Hint(mistaken_log_prob(f, x1, n_steps, base, t_start=0.0, t_end=1.0), direction),
         Hint(mistaken_log_prob(f, x1, n_steps, base, t_start=0.0, t_end=1.0, sign=-1.0), direction),
         Hint(mistaken_log_prob(f, x1, n_steps, base, step=ode.euler_step),
-             "that is Euler's method; use RK4 steps (rk4_step) for the augmented state."),
+             "that is Euler's method; solve the augmented state with RK4, like every solve in this notebook.",
+             where="the time convention at the top of the notebook: every solve is RK4."),
         Hint(base(x0), "the divergence term is missing: log p1(x1) = log p0(x0) - int_0^1 div f dt."),
         Hint(base(x1) + integral, "evaluate the base density at x0 (the end of the backward solve), not at x1."),
     ]
@@ -133,9 +136,11 @@ def adjoint_hints(f, x0, n_steps, grad_x1) -> list[Hint]:
              "the sign of the adjoint equation is flipped: da/dt = -a^T df/dx, solved from t = 1 to t = 0."),
         Hint(mistaken_adjoint(f, x0, n_steps, grad_x1, transpose=True),
              "you multiplied by df/dx where its transpose belongs: the adjoint follows da/dt = -a^T df/dx, "
-             "a vector-Jacobian product (torch.autograd.grad with grad_outputs=a)."),
+             "a vector-Jacobian product.",
+             where="section 6: a^T df/dx is the same kind of product as noise^T J in Hutchinson's estimator."),
         Hint(mistaken_adjoint(f, x0, n_steps, grad_x1, step=ode.euler_step),
-             "that is Euler's method; solve the augmented state with RK4."),
+             "that is Euler's method; solve the augmented state with RK4.",
+             where="section 6: the augmented state [x, a] is solved with RK4."),
         Hint(grad_x1, "you returned grad_x1 unchanged."),
     ]
 
@@ -237,7 +242,8 @@ def test_cnf_sample_linear(sub, rng):
                           "you integrated from t = 1 to t = 0; sampling runs from the base (t = 0) to the "
                           "data (t = 1)."),
                      Hint(ode.integrate(f, X3, 0.0, 1.0, 10, step=ode.euler_step)[-1],
-                          "that is Euler's method; use RK4 (rk4_step).")])
+                          "that is Euler's method; use RK4, like every solve in this notebook.",
+                          where="section 1: RK4 from t = 0 to t = 1.")])
 
 
 @exercise("cnf_log_prob")
@@ -257,6 +263,54 @@ def test_cnf_nll_linear(sub, rng):
                "cnf_nll(f, x, n_steps=10, base_log_prob)")
 
 
+FROZEN_DIVERGENCE = ("no gradient flows through the divergence term: it was computed without keeping its own "
+                     "graph, so training cannot change the log-determinant (only where the points go).")
+FROZEN_WHERE = ("section 2, last paragraph: the divergence is itself a derivative; its create_graph option must be on "
+                "whenever gradients are.")
+
+
+def flat_gradient(loss, model) -> torch.Tensor:
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(model.parameters()))])
+
+
+def expect_nll_gradient(got, seed: int, x, n_steps: int) -> None:
+    """cnf_nll's gradient (``got`` from probe_nll_gradient) is that of the exact -mean log p1, through the
+    divergence; or that of minus the mean of the learner's own cnf_log_prob (judged there)."""
+    if got["own"] is not None and matches(got["nll"], got["own"], rtol=1e-4, atol=1e-5):
+        return
+    model = mlp_field(seed)
+    base = flows.standard_normal_log_prob
+    expected = flat_gradient(-mistaken_log_prob(model, x, n_steps, base, create_graph=True).mean(), model)
+    frozen = flat_gradient(-mistaken_log_prob(model, x, n_steps, base).mean(), model)
+    expect_close(got["nll"], expected, "the gradient of cnf_nll with respect to the network's parameters",
+                 rtol=1e-3, atol=1e-4, hints=[Hint(frozen, FROZEN_DIVERGENCE, where=FROZEN_WHERE)])
+
+
+@exercise("cnf_nll")
+def test_cnf_nll_gradient(sub, rng):
+    """cnf_nll is differentiable in the network's parameters, through the divergence too"""
+    seed, x = int(torch.randint(0, 2 ** 30, (1,), generator=rng)), torch.randn(6, 2, generator=rng)
+    expect_nll_gradient(sub.probe("probe_nll_gradient", seed, x, 2), seed, x, 2)
+
+
+def expect_adjoint_backwards(times) -> None:
+    expect(isinstance(times, list) and len(times) > 0, "adjoint_grad_x0 never evaluated the field f.")
+    expect(times[-1] <= 0.25,
+           f"the last evaluation of f was at t = {times[-1]:.3g}: the adjoint ODE is solved backwards, from "
+           "t = 1 down to t = 0, so the field is last evaluated near t = 0.",
+           "Hint: autograd through the forward solver gives the same numbers, but it is not the adjoint "
+           "method: solve the augmented state [x, a] from t = 1 back to t = 0.",
+           "Where to look: section 6, the augmented ODE for [x, a] and its direction in time.")
+
+
+@exercise("adjoint_grad_x0")
+def test_adjoint_solves_backwards(sub, rng):
+    """adjoint_grad_x0 solves the adjoint ODE backwards in time (not autograd through the solver)"""
+    A = 0.5 * torch.randn(2, 2, generator=rng)
+    x0, g = torch.randn(3, 2, generator=rng), torch.randn(3, 2, generator=rng)
+    expect_adjoint_backwards(sub.probe("probe_adjoint_times", A, x0, 4, g))
+
+
 @exercise("adjoint_grad_x0")
 def test_adjoint_linear(sub, rng):
     """adjoint_grad_x0 for dx/dt = A x is e^(A^T) dL/dx1"""
@@ -265,3 +319,47 @@ def test_adjoint_linear(sub, rng):
     got = sub.call("adjoint_grad_x0", Ref(linear_field, A), X3, 10, g)
     expect_close(got, g @ torch.linalg.matrix_exp(A), "adjoint_grad_x0(f, x0, n_steps=10, grad_x1)",
                  rtol=1e-4, atol=1e-4, hints=adjoint_hints(linear_field(A), X3, 10, g))
+
+
+# ---------------------------------------------------------------------------------------------
+# Questions (shared with the hidden tests)
+# ---------------------------------------------------------------------------------------------
+def hutchinson_variance_hints(jac) -> list[Hint]:
+    sym = 0.5 * (jac + jac.transpose(1, 2))
+    where = "Isserlis: E[e_i e_j e_k e_l] = d_ij d_kl + d_ik d_jl + d_il d_jk; and e^T J e = e^T S e."
+    return [
+        Hint(2 * (jac ** 2).sum((1, 2)), "e^T J e only sees the symmetric part S = (J + J^T) / 2 of J: "
+                                         "the variance is a norm of S, not of J.", where=where),
+        Hint((sym ** 2).sum((1, 2)), "you are missing a factor 2: two of the three pairings of Isserlis' "
+                                     "theorem contribute ||S||_F^2 each.", where=where),
+        Hint(2 * (sym ** 2).sum((1, 2)) - 2 * (jac.diagonal(dim1=1, dim2=2) ** 2).sum(1),
+             "that is the variance for Rademacher noise (e_i^2 = 1 exactly); the question asks for Gaussian "
+             "noise, whose fourth moment is 3.", where=where),
+    ]
+
+
+def expect_hutchinson_variance(got, jac, what: str) -> None:
+    sym = 0.5 * (jac + jac.transpose(1, 2))
+    expect_close(torch.as_tensor(got, dtype=torch.float32), 2 * (sym ** 2).sum((1, 2)), what, rtol=1e-4, atol=1e-5,
+                 hints=hutchinson_variance_hints(jac))
+
+
+def expect_hutchinson_noise(got) -> None:
+    expect_choice(got, "b", "predict_hutchinson_noise()", why_not={
+        "a": "Gaussian noise has random lengths: e_i^2 varies, which adds the diagonal's share to the variance.",
+        "c": "the two have the same mean (both unbiased) but not the same fourth moment: e_i^2 = 1 exactly for "
+             "Rademacher noise, so the diagonal of J adds no noise.",
+    }, where="the derivation above: which terms of Var[e^T J e] come from E[e_i^4]?")
+
+
+@exercise("derive_hutchinson_variance", weight=0.5)
+def test_derive_hutchinson_variance(sub, rng):
+    """the variance of a Hutchinson estimate with Gaussian noise, against the closed form 2 ||S||_F^2"""
+    jac = torch.randn(4, 3, 3, generator=rng)
+    expect_hutchinson_variance(sub.call("derive_hutchinson_variance", jac), jac, "derive_hutchinson_variance(J)")
+
+
+@exercise("predict_hutchinson_noise", weight=0.5)
+def test_predict_hutchinson_noise(sub, rng):
+    """your prediction: which noise gives the lower variance"""
+    expect_hutchinson_noise(sub.call("predict_hutchinson_noise"))

@@ -8,8 +8,9 @@ import torch
 
 from course import flows, ode
 from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_scalar
-from grader.public.nb01_toy_flows import (affine_map, decay_field, linear_in_time, planar_map, rotation,
-                                          standard_normal, step_method, tanh_field)
+from grader.public.nb01_toy_flows import (affine_map, decay_field, euler_rotation_radius_hints, expect_euler_halving,
+                                          linear_in_time, planar_map, rotation, standard_normal, step_method,
+                                          tanh_field)
 
 
 def random_tanh_field(rng, d=2):
@@ -230,3 +231,22 @@ def test_pushforward_integrates_to_one(sub, rng):
     mass = float(torch.exp(got.double()).sum() * (2 * lim / (n - 1)) ** 2)
     expect(abs(mass - 1) < 0.05, f"exp(log density) integrates to {mass:.3f} over the plane, not 1.",
            "Hint: check the sign of the log-determinant and where the base density is evaluated.")
+
+
+# -- questions --------------------------------------------------------------------------------
+@exercise("predict_euler_halving", weight=0.5)
+def test_predict_euler_halving_hidden(sub, rng):
+    """your prediction: Euler's error at a fixed time when dt is halved"""
+    expect_euler_halving(sub.call("predict_euler_halving"))
+
+
+@exercise("derive_euler_rotation_radius", weight=0.5)
+def test_derive_euler_rotation_radius_hidden(sub, rng):
+    """the radius after n Euler steps on a rotation, on other inputs (a backwards step too)"""
+    r0 = 0.1 + torch.rand(6, generator=rng) * 3
+    n = int(torch.randint(2, 30, (1,), generator=rng))
+    dt = -(0.05 + 0.3 * float(torch.rand(1, generator=rng)))
+    got = sub.call("derive_euler_rotation_radius", r0, dt, n)
+    expect_close(torch.as_tensor(got, dtype=torch.float32), r0 * (1 + dt ** 2) ** (n / 2),
+                 f"derive_euler_rotation_radius(r0, dt={dt:.3f}, n_steps={n})", rtol=1e-4,
+                 hints=euler_rotation_radius_hints(r0, dt, n))

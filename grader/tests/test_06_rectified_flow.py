@@ -12,7 +12,8 @@ from course import rectified_flow as rf
 from course import velocity
 from course.gmm import gmm_score, noised_gmm_log_prob_and_score
 from grader.engine.api import Hint, Mismatch, Ref, build, exercise, expect, expect_close, expect_moments, expect_scalar, matches
-from grader.public.nb06_rectified_flow import (check_logit_normal, expect_pair, gaussian_velocity, generator, sorted_rows,
+from grader.public.nb06_rectified_flow import (check_logit_normal, expect_no_graph, expect_one_euler_step, expect_pair,
+                                               expect_reflow_straightness, gaussian_velocity, generator, sorted_rows,
                                                tanh_velocity, tiny_mlp)
 
 
@@ -90,9 +91,11 @@ def test_cfm_loss_tanh_field(sub, rng):
     got = sub.call("cfm_loss", ref, x0, x1, t)
     expect_scalar(got, float(expected), "cfm_loss(v_model, x0, x1, t)", rtol=1e-4, hints=[
         Hint(F.mse_loss(pred, x0 - x1), "the target velocity is x1 - x0 (noise to data, t = 0 to 1), not x0 - x1."),
-        Hint(((pred - (x1 - x0)) ** 2).sum(), "take the mean over all elements (as F.mse_loss), not the sum."),
-        Hint(((pred - (x1 - x0)) ** 2).sum(1).mean(), "take the mean over all elements (as F.mse_loss), "
-                                                      "not the sum over coordinates then the mean over samples."),
+        Hint(((pred - (x1 - x0)) ** 2).sum(), "take the mean over all elements, not the sum.",
+             where="section 2: the loss is an expectation, written as a mean over all elements."),
+        Hint(((pred - (x1 - x0)) ** 2).sum(1).mean(), "take the mean over all elements, "
+                                                      "not the sum over coordinates then the mean over samples.",
+             where="the sentence under the loss in section 2."),
         Hint(F.mse_loss(v(x0, t), x1 - x0), "evaluate the model at x_t = (1 - t) x0 + t x1, not at the noise x0."),
         Hint(F.mse_loss(v(rf.interpolate(x1, x0, t), t), x1 - x0),
              "the model's input x_t has t and 1 - t swapped: x_t = (1 - t) x0 + t x1."),
@@ -128,8 +131,9 @@ def test_sample_ode_tanh_field(sub, rng):
         Hint(euler(v, x0, [(i + 1) / n for i in range(n)]),
              "each Euler step uses v at the start of the step, t_i = i / n_steps, not at its end."),
         Hint(euler(v, x0, torch.linspace(0, 1, n).tolist()),
-             "the step times are t_i = i / n_steps for i = 0..n_steps-1; torch.linspace(0, 1, n_steps) "
-             "gives the wrong grid."),
+             "your step times run from 0 to 1 inclusive: that is the wrong grid. The step times are "
+             "t_i = i / n_steps for i = 0..n_steps-1.",
+             where="section 3: the grid t_i = i / n, i = 0, ..., n - 1."),
         Hint(euler(v, x0, [1 - i / n for i in range(n)]),
              "time runs from t = 0 (noise) to t = 1 (data) in this notebook, the opposite of notebook 05."),
         Hint(x0 + v(x0, torch.zeros(x0.shape[0])), "take n_steps Euler steps of size 1 / n_steps, not one step."),
@@ -170,8 +174,8 @@ def test_straightness_tanh_field(sub, rng):
     expect_scalar(got, float(rf.straightness(v, x0, n)), f"straightness(v, x0, n_steps={n})", rtol=1e-4, hints=[
         Hint(wrong["no_square"], "S uses the *squared* norm ||(x1 - x0) - v(x_t, t)||^2; you took the norm "
                                  "without squaring it."),
-        Hint(wrong["coord_mean"], "the squared Euclidean norm sums over the coordinates; you averaged over them "
-                                  "(F.mse_loss does that). Sum over coordinates, then average over samples and steps."),
+        Hint(wrong["coord_mean"], "the squared Euclidean norm sums over the coordinates; you averaged over them. "
+                                  "Sum over coordinates, then average over samples and steps."),
         Hint(wrong["sum_steps"], "S is an integral over t in [0, 1]: average over the n_steps grid points "
                                  "(a Riemann sum with dt = 1 / n_steps), do not sum them."),
         Hint(wrong["sum_samples"], "S is an expectation over samples: average over them, do not sum."),
@@ -211,6 +215,13 @@ def test_reflow_pairs_network(sub, rng):
         Hint(x0 + net(x0, torch.zeros(48)), f"x1_hat must come from n_steps = {n} Euler steps, not one."),
         Hint(rf.euler_path(net, x0, n)[0][-2], "you stopped one step early: x1_hat is the point at t = 1."),
     ])
+
+
+@exercise("reflow_pairs")
+def test_reflow_pairs_are_plain_data(sub, rng):
+    """reflow_pairs with a network whose parameters require grad: the pairs carry no graph"""
+    seed = int(torch.randint(0, 1000, (1,), generator=rng))
+    expect_no_graph(sub.probe("probe_reflow_pairs_graph", seed, points(rng, 16), 4))
 
 
 # -- conversions --------------------------------------------------------------------------------
@@ -337,5 +348,18 @@ def test_logit_normal_uses_generator(sub, rng):
     what = f"logit_normal_t({n}, m={m}, s={s}, generator=g)"
     check_logit_normal(got, n, m, s, what)
     raise Mismatch([f"{what} has the right distribution, but not the numbers that `generator` gives.",
-                    "Hint: draw the normal numbers from the generator you are given, "
-                    "torch.randn(n, generator=generator), so that runs are reproducible."])
+                    "Hint: draw the normal numbers from the generator you are given, so that runs are reproducible.",
+                    "Where to look: section 4, last sentence; the docstring's generator argument."])
+
+
+# -- questions --------------------------------------------------------------------------------
+@exercise("predict_one_euler_step", weight=0.5)
+def test_predict_one_euler_step_hidden(sub, rng):
+    """your prediction: where one Euler step of the 1-rectified flow lands"""
+    expect_one_euler_step(sub.call("predict_one_euler_step"))
+
+
+@exercise("predict_reflow_straightness", weight=0.5)
+def test_predict_reflow_straightness_hidden(sub, rng):
+    """your prediction: the straightness S after reflow"""
+    expect_reflow_straightness(sub.call("predict_reflow_straightness"))
