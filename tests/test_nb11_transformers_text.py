@@ -59,6 +59,8 @@ class JointAttention(nn.Module):
         return self.proj_x(self._attend(self.qkv_x(x))), self.proj_c(self._attend(self.qkv_c(c), c_mask))
 '''
 
+QUESTION = "def {name}():\n    return {answer}\n"
+
 # exercise -> three (or more) wrong answers: (source, text the feedback must contain)
 WRONG = {
     "patchify": [
@@ -76,10 +78,10 @@ WRONG = {
     "modulate": [
         (edit("modulate", (MODULATE, "return x * (1 + shift[:, None, :]) + scale[:, None, :]")), "swapped"),
         (edit("modulate", (MODULATE, "return x * scale[:, None, :] + shift[:, None, :]")), "scale = 0"),
-        (edit("modulate", (MODULATE, "return x * (1 + scale) + shift")), "broadcast over the tokens"),
+        (edit("modulate", (MODULATE, "return x * (1 + scale) + shift")), "per token, not per sample"),
     ],
     "DiTBlock": [
-        (edit("DiTBlock", (ZERO_INIT, "")), "initialised to zero"),
+        (edit("DiTBlock", (ZERO_INIT, "")), "gates start at 0"),
         (edit("DiTBlock", (ZERO_INIT, ZERO_INIT + "        nn.init.zeros_(self.attn.proj.weight)\n"
                                                   "        nn.init.zeros_(self.attn.proj.bias)\n"
                                                   "        nn.init.zeros_(self.mlp[2].weight)\n"
@@ -98,7 +100,7 @@ WRONG = {
     "tokenize": [
         (edit("tokenize", ("pad_mask = torch.ones(", "pad_mask = torch.zeros("),
               ("pad_mask[i, j] = False", "pad_mask[i, j] = True")), "inverted"),
-        (edit("tokenize", ('vocab.get(word, vocab["<unk>"])', "vocab.get(word, 0)")), "<unk>"),
+        (edit("tokenize", ('vocab.get(word, vocab["<unk>"])', "vocab.get(word, 0)")), "got the padding id"),
         (edit("tokenize", ("ids[i, j] = ", "ids[i, max_len - len(words) + j] = "),
               ("pad_mask[i, j] = False", "pad_mask[i, max_len - len(words) + j] = False")), "pad at the end"),
     ],
@@ -107,12 +109,26 @@ WRONG = {
         (edit("CrossAttention", ("k = self.to_k(ctx)", "k = self.to_k(x)"),
               ("self.to_k = nn.Linear(ctx_dim, dim)", "self.to_k = nn.Linear(dim, dim)")),
          "only the queries from the image"),
-        (edit("CrossAttention", ("if pad_mask is not None:", "if False:")), "-inf"),
+        (edit("CrossAttention", ("if pad_mask is not None:", "if False:")), "still get attention weight"),
+        (edit("CrossAttention", ("out = scores.softmax(dim=-1) @ v", "out = scores.softmax(dim=-2) @ v")),
+         "over the wrong axis"),
     ],
     "JointAttention": [
         (JOINT_SEPARATE, "attends only to itself"),
         (edit("JointAttention", (JOINT_MASK_CAT, JOINT_MASK_CAT.replace(", c_mask]", ", ~c_mask]"))), "inverted"),
         (edit("JointAttention", ("if c_mask is not None:", "if False:")), "padded text tokens are attended to"),
+        (edit("JointAttention", ("out = (scores.softmax(dim=-1) @ v)", "out = (scores.softmax(dim=-2) @ v)")),
+         "over the wrong axis"),
+    ],
+    "predict_patch_tokens": [
+        (QUESTION.format(name="predict_patch_tokens", answer="4"), "patches along one side"),
+        (QUESTION.format(name="predict_patch_tokens", answer="64"), "number of pixels"),
+        (QUESTION.format(name="predict_patch_tokens", answer="8 * 8 // 2"), "divide by p twice"),
+    ],
+    "predict_cfg_w0": [
+        (QUESTION.format(name="predict_cfg_w0", answer='"a"'), "drops out entirely"),
+        (QUESTION.format(name="predict_cfg_w0", answer='"c"'), "always sum to 1"),
+        (QUESTION.format(name="predict_cfg_w0", answer='"d"'), "carries noise to digits"),
     ],
 }
 
@@ -229,6 +245,9 @@ class JointAttention(nn.Module):
 """,
 }
 
+REWRITES["predict_patch_tokens"] = "def predict_patch_tokens():\n    return (8 // 2) ** 2\n"
+REWRITES["predict_cfg_w0"] = "def predict_cfg_w0():\n    return ' (B) '\n"
+
 LIBRARY_USE = {  # subclassing or calling the course library's implementation
     "DiT": "import course.dit\n\nclass DiT(course.dit.DiT):\n    pass\n",
     "modulate": "from course import dit as lib\n\ndef modulate(x, shift, scale):\n    return lib.modulate(x, shift, scale)\n",
@@ -242,10 +261,11 @@ class TestNotebook11(NotebookContract):
     WRONG, REWRITES, LIBRARY_USE = WRONG, REWRITES, LIBRARY_USE
 
 
-def test_reference_scores_all_13_points():
-    """Is the reference notebook worth 13 points, and does it get all of them (another seed)?"""
+def test_reference_scores_all_14_points():
+    """Is the reference notebook worth 14 points (13 for the exercises, 2 x 0.5 for the questions), and
+    does it get all of them (another seed)?"""
     report = grade_notebook(SOLUTION, seed=11)
-    assert report["score"] == report["max_score"] == 13
+    assert report["score"] == report["max_score"] == 14
     assert_full(report)
 
 

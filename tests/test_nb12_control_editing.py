@@ -91,6 +91,17 @@ WRONG = {
         (edit("in_context_tokens", ("index = torch.cat([torch.arange(L_t), torch.arange(L_c)])",
                                     "index = torch.arange(L_t + L_c)")), "restarts at 0"),
     ],
+    "predict_sdedit_tradeoff": [
+        ('def predict_sdedit_tradeoff():\n    return "b"\n', "more noise cannot keep the sketch"),
+        ('def predict_sdedit_tradeoff():\n    return "c"\n', "wrong way round"),
+        ('def predict_sdedit_tradeoff():\n    return "d"\n', "x_t0 itself changes"),
+    ],
+    "derive_lora_params": [
+        ("def derive_lora_params(d_in, d_out, rank):\n    return d_in * d_out\n", "frozen weight"),
+        ("def derive_lora_params(d_in, d_out, rank):\n    return rank * d_in * d_out\n", "copies of the full matrix"),
+        ("def derive_lora_params(d_in, d_out, rank):\n    return rank * (d_in + d_out) + d_out\n", "bias is frozen"),
+        ("def derive_lora_params(d_in, d_out, rank):\n    return 2 * rank * max(d_in, d_out)\n", "different shapes"),
+    ],
 }
 
 REWRITES = {
@@ -220,6 +231,11 @@ def in_context_tokens(target_tokens, context_tokens):
     return torch.cat((target_tokens, context_tokens), 1), positions
 """,
 }
+
+REWRITES["predict_sdedit_tradeoff"] = "def predict_sdedit_tradeoff():\n    return '(A)'\n"
+REWRITES["derive_lora_params"] = ("import torch\nimport torch.nn as nn\n\ndef derive_lora_params(d_in, d_out, rank):\n"
+                                  "    a, b = nn.Parameter(torch.zeros(rank, d_in)), nn.Parameter(torch.zeros(d_out, rank))\n"
+                                  "    return a.numel() + b.numel()\n")
 
 LIBRARY_USE = {
     "sdedit": "from course.editing import sdedit as lib\n\ndef sdedit(D_or_model, x_guide, t0, sampler_args):\n"

@@ -16,7 +16,7 @@ from course.ddim import ddim_timesteps
 from course.nets import TimeMLP
 from course.schedules import make_alpha_bar
 from course.unet import UNet
-from grader.engine.api import Hint, Ref, adam_losses, expect, expect_close, exercise
+from grader.engine.api import Hint, Ref, adam_losses, expect, expect_choice, expect_close, expect_scalar, exercise
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "sdedit": 2,
@@ -27,6 +27,8 @@ EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "inject_lora": 2,
     "dreambooth_loss": 2,
     "in_context_tokens": 1,
+    "predict_sdedit_tradeoff": 0.5,  # questions ("predict, then run"): half an answer cell's weight
+    "derive_lora_params": 0.5,
 }
 
 # The reference ZeroConv and LoRALinear stay in the sandbox's library: the probes of ControlAdapter and
@@ -228,16 +230,22 @@ def probe_inject_lora(ns, seed: int, rank: int, alpha: float, names):
 # ---------------------------------------------------------------------------------------------
 # Shared judgements (public and hidden tests)
 # ---------------------------------------------------------------------------------------------
+def hint(message: str, where: str = "") -> list[str]:
+    """The feedback lines of a staged hint (what is wrong, then where to look) for ``expect``."""
+    return Hint(None, message, where=where).lines()
+
+
 def judge_zeroconv(r: dict, ch_in: int, ch_out: int, x, weight, bias) -> None:
     expect(r["n_trainable"] == ch_in * ch_out + ch_out,
            f"ZeroConv({ch_in}, {ch_out}) has {r['n_trainable']} trainable parameters; a 1x1 convolution with a "
            f"bias has {ch_in * ch_out + ch_out}.",
-           "Hint: use nn.Conv2d(ch_in, ch_out, kernel_size=1) (with its bias), and leave its parameters trainable.")
+           *hint("a zero convolution is one trainable 1x1 convolution from ch_in to ch_out channels, with a bias.",
+                 where="section 3: the ZeroConv paragraph (what it is, and that it learns)."))
     expect_close(r["fresh"], torch.zeros(x.shape[0], ch_out, *x.shape[2:]), "a new ZeroConv's output", atol=1e-7,
                  hints=[])
     expect(r["grad_norm"] > 0, "a new ZeroConv's weight gets no gradient: it could never learn.",
-           "Hint: zero the weight and bias in place (nn.init.zeros_), keep them nn.Parameters with requires_grad, "
-           "and return the convolution's output (not a constant zero tensor).")
+           *hint("its output must come from its (zero-initialised, trainable) weight and bias, not be a constant zero.",
+                 where="section 3: ZeroConv starts at zero but is an ordinary convolution that training moves."))
     expected = torch.nn.functional.conv2d(x, weight, bias)
     expect_close(r["set_out"], expected, "ZeroConv with its weight and bias set", rtol=1e-4, atol=1e-5,
                  hints=[Hint(torch.nn.functional.conv2d(x, weight), "the bias is missing from the output.")])
@@ -248,8 +256,8 @@ def zeroconv_fresh_hint(r: dict) -> None:
     expect(float(r["fresh"].abs().max()) < 1e-7,
            f"a new ZeroConv's output is not zero (largest entry {float(r['fresh'].abs().max()):.3g}): its "
            "weight or bias is not zero.",
-           "Hint: nn.Conv2d starts with random weights and bias; set both to zero after creating it "
-           "(nn.init.zeros_(conv.weight), nn.init.zeros_(conv.bias)).")
+           *hint("a new convolution starts with random weights and bias; a zero convolution starts with both at zero.",
+                 where="section 3: the ZeroConv paragraph (Zhang et al. 2023, Sec. 3.1)."))
 
 
 def judge_adapter_untrained(r: dict) -> None:
@@ -257,28 +265,30 @@ def judge_adapter_untrained(r: dict) -> None:
     expect(gap < 1e-5,
            f"an untrained ControlAdapter changed the base's output (by up to {gap:.3g}): it must start as the "
            "base model exactly.",
-           "Hint: every path from the copy (and from the condition) into the base must go through a ZeroConv, "
-           "whose weight and bias start at zero; add the copy's features to the base's skip features, do not "
-           "replace them.")
+           *hint("every path from the copy (and from the condition) into the base must go through a zero "
+                 "convolution, and the copy's features are added to the base's, not put in their place.",
+                 where="section 3's equation for the controlled block: y_c = F(x) + Z(F_copy(x + Z(c)))."))
 
 
 def judge_adapter_training(r: dict) -> None:
     expect(not r["base_trainable"] and r["base_moved"] == 0.0,
            f"the base model is not frozen (its weights moved by {r['base_moved']:.3g} during training).",
-           "Hint: set requires_grad_(False) on every parameter of base in __init__: ControlNet locks the base "
-           "and trains only the copy and the zero convolutions.")
+           *hint("ControlNet locks the base: only the copy and the zero convolutions train.",
+                 where="section 3: which parameters are frozen, and where (when the adapter is built)."))
     expect(r["n_trainable"] >= r["n_encoder"],
            f"the adapter has {r['n_trainable']} trainable parameters, fewer than the base's encoder "
            f"({r['n_encoder']}): it is not a trainable copy of the encoder.",
-           "Hint: deep-copy the base's stem, down_blocks, downsamples and mid1 (copy.deepcopy) and keep the "
-           "copies trainable.")
+           *hint("the adapter's encoder is a trainable copy (its own weights, starting from the base's) of the "
+                 "base's encoder.", where="section 3: which parts of the base are copied, and that the copy trains."))
     expect(r["losses"][-1] < r["losses"][0],
            f"a few Adam steps did not lower the loss ({r['losses'][0]:.4g} -> {r['losses'][-1]:.4g}).",
-           "Hint: the zero convolutions and the copy must be registered trainable parameters of the adapter.")
+           *hint("the zero convolutions and the copy must be trainable parameters that the adapter's parameters() sees.",
+                 where="the adapter's __init__: how its parts are stored."))
     expect(r["cond_effect"] > 1e-4,
            "after training, changing the condition map does not change the adapter's output: the condition "
            "never reaches the network.",
-           "Hint: add ZeroConv(cond_ch, base_ch)(cond) to the copy's stem output, so the copy reads the condition.")
+           *hint("the condition map must enter the copy, through its own zero convolution.",
+                 where="section 3's equation: the Z(c) term, added to the copy's input features."))
 
 
 def judge_lora(r: dict, base_weight, base_bias, x, A, B, rank: int, alpha: float) -> None:
@@ -286,17 +296,19 @@ def judge_lora(r: dict, base_weight, base_bias, x, A, B, rank: int, alpha: float
     expect(r["A_shape"] == [rank, d_in] and r["B_shape"] == [d_out, rank],
            f"LoRALinear's A has shape {tuple(r['A_shape'])} and B {tuple(r['B_shape'])}; expected A "
            f"{(rank, d_in)} and B {(d_out, rank)} (the update is B @ A, of W's shape).",
-           "Hint: keep them as nn.Parameter attributes named A and B.")
+           *hint("A and B must be parameters of the layer with those names and shapes.",
+                 where="section 4's equation: A is r x d_in, B is d_out x r."))
     expect_close(r["fresh"], r["base_out"], "a new LoRALinear's output (it must equal the base's)", atol=1e-6,
                  hints=[])
     expect(not r["base_trainable"] and r["n_trainable"] == rank * (d_in + d_out),
            f"LoRALinear has {r['n_trainable']} trainable parameters (base weight trainable: {r['base_trainable']}); "
            f"only A and B, {rank * (d_in + d_out)} numbers, should train.",
-           "Hint: freeze the base layer's weight and bias (requires_grad_(False)).")
+           *hint("the base layer's weight and bias must be frozen: only A and B train.",
+                 where="section 4: what LoRA trains and what it keeps fixed."))
     expect(r["grad_B"] > 0,
            "at the start, B gets no gradient: with A and B both zero (or A zero), LoRA can never learn.",
-           "Hint: Hu et al. initialise A with random numbers and only B with zeros, so B A = 0 but B's gradient "
-           "(which involves A x) is not.")
+           *hint("Hu et al. initialise A with random numbers and only B with zeros, so B A = 0 but B's gradient "
+                 "(which involves A x) is not.", where="section 4: the initialisation of A and B, and B's gradient."))
     scale = alpha / rank
     expected = x @ base_weight.T + base_bias + scale * (x @ A.T) @ B.T
     expect_close(r["set_out"], expected, "LoRALinear with A and B set", rtol=1e-4, atol=1e-5, hints=[
@@ -317,12 +329,14 @@ def judge_lora(r: dict, base_weight, base_bias, x, A, B, rank: int, alpha: float
 def judge_inject(r: dict, expected_adapted: list[str], expected_trainable: int) -> None:
     expect(r["adapted"] == sorted(expected_adapted),
            f"inject_lora adapted the modules {r['adapted']}; expected exactly {sorted(expected_adapted)}.",
-           "Hint: walk model.named_modules(); wrap each nn.Linear whose qualified name is one of names or ends "
-           "with '.' + one of them, and put the LoRALinear in its parent with setattr(parent, child_name, ...).")
+           *hint("the wrapped layers must be exactly the linear layers whose qualified name is one of names or "
+                 "ends with a dot and one of them, each replaced inside its parent module.",
+                 where="the inject_lora paragraph: which layers are chosen, and where the wrapped layer goes."))
     expect(r["n_trainable"] == expected_trainable,
            f"after inject_lora the model has {r['n_trainable']} trainable parameters; expected "
            f"{expected_trainable} (only the A and B matrices).",
-           "Hint: freeze every parameter of the model (requires_grad_(False)) before wrapping: only LoRA's A and B train.")
+           *hint("every parameter of the model must be frozen before wrapping: only LoRA's A and B train.",
+                 where="the inject_lora paragraph: its first step."))
     expect_close(r["after"], r["before"], "the model's output right after inject_lora (fresh LoRA changes nothing)",
                  atol=1e-5)
 
@@ -431,6 +445,60 @@ def test_in_context_tokens_small(sub, rng):
     tokens, positions = in_context.in_context_tokens(target, context)
     got = sub.call("in_context_tokens", target, context)
     expect(isinstance(got, (tuple, list)) and len(got) == 2,
-           "in_context_tokens should return a pair (tokens, positions).", "Hint: return tokens, positions")
+           "in_context_tokens should return a pair (tokens, positions).",
+           *hint("the function returns two things.", where="section 6: what in_context_tokens returns."))
     expect_close(got[0], tokens, "the tokens (target first, then context)", atol=0)
     expect_close(got[1], positions, "the positions (frame, index)", atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Questions ("predict, then run"; "derive, then run")
+# ---------------------------------------------------------------------------------------------
+SDEDIT_WHY_NOT = {
+    "b": "more noise cannot keep the sketch better: the larger t0, the more of the sketch the noise drowns and "
+         "the model redraws.",
+    "c": "that is the wrong way round: at t0 = 0 the sketch is returned unchanged (block error 0, far from real "
+         "digits).",
+    "d": "DDIM is deterministic given x_t0, but x_t0 itself changes with t0: how much of the sketch is left in it.",
+}
+SDEDIT_WHERE = "section 1: what noising to t0 keeps of the guide (its large-scale layout) and what it drowns."
+
+
+def judge_predict_sdedit(answer) -> None:
+    expect_choice(answer, "a", "predict_sdedit_tradeoff()", why_not=SDEDIT_WHY_NOT, where=SDEDIT_WHERE)
+
+
+LORA_WHERE = "section 4: the shapes of A (r x d_in) and B (d_out x r), and which parameters stay frozen."
+
+
+def lora_count_hints(d_in: int, d_out: int, rank: int) -> list[Hint]:
+    """Realistic wrong counts of LoRA's trainable parameters, each with what it counted."""
+    right = rank * (d_in + d_out)
+    candidates = [
+        (d_in * d_out, "that is the frozen weight's size: LoRA trains A and B, not W."),
+        (d_in * d_out + d_out, "that is the full layer (weight and bias), which LoRA freezes."),
+        (rank * d_in * d_out, "r d_in d_out is r copies of the full matrix: A and B are thin, r x d_in and d_out x r."),
+        (right + d_out, "the base's bias is frozen too: only A and B train."),
+        (2 * rank * max(d_in, d_out), "A and B have different shapes: one has d_in columns, the other d_out rows."),
+        (rank * rank + rank * (d_in + d_out), "there is no r x r matrix in LoRA: only A and B."),
+    ]
+    return [Hint(torch.tensor(float(v)), msg, where=LORA_WHERE) for v, msg in candidates if v != right]
+
+
+def judge_lora_count(sub, sizes) -> None:
+    for d_in, d_out, rank in sizes:
+        expect_scalar(sub.call("derive_lora_params", d_in, d_out, rank), rank * (d_in + d_out),
+                      f"derive_lora_params(d_in={d_in}, d_out={d_out}, rank={rank})", rtol=0, atol=0.5,
+                      hints=lora_count_hints(d_in, d_out, rank))
+
+
+@exercise("predict_sdedit_tradeoff", weight=0.5)
+def test_predict_sdedit_tradeoff(sub, rng):
+    """how SDEdit's faithfulness and realism move as t0 grows"""
+    judge_predict_sdedit(sub.call("predict_sdedit_tradeoff"))
+
+
+@exercise("derive_lora_params", weight=0.5)
+def test_derive_lora_params(sub, rng):
+    """LoRA's trainable parameter count for a few layer sizes and ranks"""
+    judge_lora_count(sub, [(6, 4, 2), (64, 384, 4)])

@@ -10,10 +10,13 @@ import torch
 
 from course.dit import modulate, patchify
 from course.text import tokenize
-from grader.engine.api import Hint, expect, expect_close, exercise
-from grader.public.nb11_transformers_text import (CROSS_SHAPES_HINT, PATCH_HINTS, expect_close_or, joint_attention_oracle,
-                                                   judge_fresh_block_is_identity, judge_losses_decrease,
+from grader.engine.api import Hint, expect, expect_choice, expect_close, expect_scalar, exercise
+from grader.public.nb11_transformers_text import (CFG_W0_WHERE, CFG_W0_WHY_NOT, CROSS_SHAPES_HINT, PATCH_TOKENS_WHERE,
+                                                   PATCH_TOKENS_WRONG, UNPATCH_HINT_TEXT, expect_close_or, hint,
+                                                   judge_block_uses_c, judge_dit_conditioning,
+                                                   judge_fresh_block_is_identity, judge_joint, judge_losses_decrease,
                                                    judge_no_error, judge_padding_ignored, judge_shapes,
+                                                   judge_weights_over_keys, modulate_hints, patch_hints,
                                                    patch_layouts, reduced)
 
 
@@ -40,7 +43,7 @@ def test_patchify_random(sub, rng):
     layouts = patch_layouts(x, p)
     got = sub.call("patchify", x, p)
     expect_close(got, patchify(x, p), f"patchify(x of shape {tuple(x.shape)}, p={p})",
-                 hints=[Hint(layouts[k], h) for k, h in PATCH_HINTS.items()])
+                 hints=patch_hints(layouts))
 
 
 @exercise("unpatchify")
@@ -49,13 +52,11 @@ def test_unpatchify_inverts_patchify(sub, rng):
     x, p = _random_image(rng)
     N, C, H, W = x.shape
     got = sub.call("unpatchify", patchify(x, p), p, C, H, W)
-    hints = [Hint(patchify(x, p).reshape(N, C, H, W),
-                  "a plain reshape does not put patches back: reshape to (N, H/p, W/p, C, p, p), permute to "
-                  "(N, C, H/p, p, W/p, p), then reshape.")]
+    hints = [Hint(patchify(x, p).reshape(N, C, H, W), *UNPATCH_HINT_TEXT)]
     expect_close_or(got, x, f"unpatchify(patchify(x, {p}), {p}, C={C}, H={H}, W={W})", hints=hints,
-                    fallback="Hint: undo patchify step by step: tokens (N, (H/p)(W/p), C p^2) -> (N, H/p, W/p, C, p, p) "
-                             "-> permute to (N, C, H/p, p, W/p, p) -> (N, C, H, W). Patches are row-major over the "
-                             "grid, values (C, p, p) inside.")
+                    fallback="unpatchify does not undo patchify: patches are row-major over the grid, values "
+                             "(channel, row, column) inside each token.",
+                    where=UNPATCH_HINT_TEXT[1])
 
 
 @exercise("unpatchify")
@@ -68,8 +69,10 @@ def test_unpatchify_token_order(sub, rng):
     expected = torch.zeros(1, C, gh * p, gw * p)
     expected[0, :, i * p:(i + 1) * p, j * p:(j + 1) * p] = torch.arange(1.0, C * p * p + 1).reshape(C, p, p)
     got = sub.call("unpatchify", tokens, p, C, gh * p, gw * p)
-    expect_close(got, expected, f"unpatchify of a single non-zero token (number {i * gw + j})",
-                 hints=[Hint(torch.zeros_like(expected), "nothing came back: is the token written anywhere?")])
+    expect_close_or(got, expected, f"unpatchify of a single non-zero token (number {i * gw + j})",
+                    hints=[Hint(torch.zeros_like(expected), "nothing came back: is the token written anywhere?")],
+                    fallback="the token landed in the wrong place: token i (W/p) + j is the patch in patch-row i, "
+                             "patch-column j.", where="section 1's first bullet: the order of the tokens.")
 
 
 # -- modulate ---------------------------------------------------------------------------------
@@ -80,11 +83,7 @@ def test_modulate_random(sub, rng):
     x = torch.randn(B, T, D, generator=rng)
     shift, scale = torch.randn(B, D, generator=rng), torch.randn(B, D, generator=rng)
     got = sub.call("modulate", x, shift, scale)
-    expect_close(got, modulate(x, shift, scale), "modulate(x, shift, scale)", hints=[
-        Hint(x * (1 + shift[:, None]) + scale[:, None], "shift and scale are swapped: x (1 + scale) + shift."),
-        Hint(x * scale[:, None] + shift[:, None], "use x (1 + scale), not x * scale: scale = 0 must leave x unchanged."),
-        Hint(x * (1 + scale[:, None]), "the shift is missing: add shift after scaling."),
-    ])
+    expect_close(got, modulate(x, shift, scale), "modulate(x, shift, scale)", hints=modulate_hints(x, shift, scale))
 
 
 @exercise("modulate")
@@ -94,9 +93,8 @@ def test_modulate_shape_broadcasts_over_tokens(sub, rng):
     x = torch.randn(B, T, 3, generator=rng)
     shift, scale = torch.randn(B, 3, generator=rng), torch.randn(B, 3, generator=rng)
     got = sub.call("modulate", x, shift, scale)
-    expect_close(got, modulate(x, shift, scale), "modulate(x (4, 4, 3), shift (4, 3), scale (4, 3))", hints=[
-        Hint(x * (1 + scale) + shift, "shift and scale are (B, D): give them a token axis, shift[:, None, :], so "
-                                      "they broadcast over the tokens of each sample (not over the samples).")])
+    expect_close(got, modulate(x, shift, scale), "modulate(x (4, 4, 3), shift (4, 3), scale (4, 3))",
+                 hints=modulate_hints(x, shift, scale))
 
 
 # -- DiTBlock ---------------------------------------------------------------------------------
@@ -119,12 +117,10 @@ def test_ditblock_condition_and_tokens(sub, rng):
     """a trained-looking DiTBlock responds to the condition, mixes tokens, and is permutation-equivariant"""
     report, cfg = _block_report(sub, rng)
     judge_no_error(report, f"DiTBlock{cfg}", "Hint: forward(x, c) with x (B, T, dim), c (B, cond_dim).")
-    expect(report["c_change"] > 1e-3,
-           f"changing the condition c changed DiTBlock's output by {report['c_change']:.2g} (relative): c is ignored.",
-           "Hint: shift, scale and gate all come from adaLN(c): Linear(SiLU(c)) split into six.")
+    judge_block_uses_c(report)
     expect(report["other_tokens_change"] > 1e-3,
            "changing one token left every other token's output unchanged: the tokens do not interact.",
-           "Hint: the first branch is self-attention over the tokens (SelfAttention(dim, heads)).")
+           *hint("the first branch must mix the tokens.", where="section 3: the Attn bullet (self-attention over the tokens)."))
     expect_close(report["out_perm"], report["perm_out"], "DiTBlock on permuted tokens against its permuted output",
                  atol=1e-4, rtol=1e-3)
 
@@ -153,26 +149,14 @@ def test_dit_shapes_random(sub, rng):
     got = sub.probe("probe_dit_shapes", configs, seed_from(rng))
     judge_shapes(got, [[b, c, s, s] for c, s, *_, b in configs],
                  [f"DiT{tuple(cfg[:7])} on x of shape {(cfg[7], cfg[0], cfg[1], cfg[1])}" for cfg in configs],
-                 "Hint: tokens of C p^2 values -> Linear to dim (+ positions for (image_size // patch)^2 patches) -> "
-                 "blocks -> FinalLayer(dim, dim, in_ch * patch**2) -> unpatchify(tokens, patch, C, H, W).")
+                 "Hint: follow section 4's four steps (tokens, condition, blocks, decoder) and write the shape "
+                 "after each; the position embedding has one row per patch, (image_size / patch)^2 rows.")
 
 
 @exercise("DiT", weight=2.0)
 def test_dit_conditioning(sub, rng):
     """DiT's output depends on the time and the label; y=None is the null label; patches interact"""
-    report = reduced(sub.probe("probe_dit_conditioning", seed_from(rng)))
-    expect(report["t_change"] > 1e-3, f"changing t changed the DiT's output by {report['t_change']:.2g}: "
-                                      "the time is ignored.",
-           "Hint: c = t_embed(timestep_embedding(t, dim)) (+ the label embedding) goes to every block and the final layer.")
-    expect(report["y_change"] > 1e-3, f"changing the label changed the output by {report['y_change']:.2g}: "
-                                      "the label is ignored.",
-           "Hint: add y_embed(y) to the time embedding to make c.")
-    expect(report["null_gap"] < 1e-5, f"y=None and the null label n_classes gave different outputs "
-                                      f"(relative gap {report['null_gap']:.2g}).",
-           "Hint: y=None means the null label: y = torch.full((B,), n_classes) before the embedding.")
-    expect(report["far_change"] > 1e-3,
-           "changing the top-left patch left the bottom-right quarter of the output unchanged: the patches do "
-           "not interact.", "Hint: every block must attend over all tokens of the image.")
+    judge_dit_conditioning(reduced(sub.probe("probe_dit_conditioning", seed_from(rng))))
 
 
 @exercise("DiT")
@@ -197,11 +181,12 @@ def test_tokenize_random(sub, rng):
     got_ids, got_mask = sub.call("tokenize", captions, vocab, max_len)
     left = torch.stack([torch.roll(row, int(m.sum())) for row, m in zip(ids, mask)])
     expect_close(got_ids, ids, f"ids of tokenize(captions, vocab, max_len={max_len}); captions {captions!r}", hints=[
-        Hint(left, "pad at the end: the words come first, then id 0 up to max_len."),
+        Hint(left, "the padding comes first: pad at the end, after the words.", where="section 7: where the padding goes."),
         Hint(torch.where(ids == 1, torch.zeros_like(ids), ids),
-             "words not in the vocabulary get vocab['<unk>'], not the padding id.")])
+             "words not in the vocabulary got the padding id.", where="section 7: the id of an unknown word.")])
     expect_close(got_mask, mask, f"pad_mask of tokenize(captions, vocab, max_len={max_len})",
-                 hints=[Hint(~mask, "the mask is inverted: True marks *padding* (PyTorch's key_padding_mask).")])
+                 hints=[Hint(~mask, "the mask is inverted.",
+                             where="section 7: pad_mask is True at the padding (PyTorch's key_padding_mask).")])
 
 
 # -- CrossAttention ---------------------------------------------------------------------------
@@ -229,12 +214,20 @@ def test_cross_attention_keys_from_text(sub, rng):
     expect(report["other_tokens_change"] < 1e-6,
            f"changing one image token changed the other image tokens' outputs (by {report['other_tokens_change']:.2g}): "
            "they attend to each other.",
-           "Hint: the keys and values come from the text tokens (ctx), only the queries from the image tokens x.")
+           *hint("the keys and values must come from the text tokens, only the queries from the image tokens.",
+                 where="section 8's equation: Q, K and V, and which input each is made from."))
     expect(report["ctx_change"] > 1e-3, "changing a real text token did not change the output: the text is ignored.",
-           "Hint: keys and values are linear maps of ctx.")
+           *hint("keys and values are linear maps of the text tokens.", where="section 8's equation: K and V."))
     expect_close_or(report["out_perm"], report["out"], "CrossAttention with the real text tokens reordered",
-                    fallback="Hint: attention treats the keys as a set; add no position-dependent weights inside it.",
+                    fallback="attention treats the keys as a set: reordering them must not change the output.",
+                    where="section 8's equation: nothing in it depends on the order of the text tokens.",
                     atol=1e-5, rtol=1e-4)
+
+
+@exercise("CrossAttention")
+def test_cross_attention_weights_over_keys_random(sub, rng):
+    """each query's weights sum to 1 over the keys: M copies of one text token act as that one token"""
+    judge_weights_over_keys(_cross_report(sub, rng), "CrossAttention")
 
 
 # -- JointAttention ---------------------------------------------------------------------------
@@ -246,19 +239,29 @@ def test_joint_attention_oracle_random(sub, rng):
     N, M = randint(rng, 3, 8), randint(rng, 2, 6)
     lengths = [randint(rng, 1, M + 1) for _ in range(2)] + [1]
     report = sub.probe("probe_joint_attention", dim, heads, N, lengths, M, seed_from(rng))
-    judge_no_error(report, "JointAttention", "Hint: use the layers qkv_x, qkv_c (Linear(dim, 3 dim)) and proj_x, "
-                                             "proj_c (Linear(dim, dim)), and return (x_out, c_out).")
-    x_out, c_out = joint_attention_oracle(report, heads)
-    hints = [
-        Hint(joint_attention_oracle(report, heads, "separate")[0],
-             "each modality attends only to itself: concatenate [image; text] and attend once over the whole sequence."),
-        Hint(joint_attention_oracle(report, heads, "inverted_mask")[0],
-             "the mask is inverted: c_mask is True at padded text tokens, which must get -inf."),
-        Hint(joint_attention_oracle(report, heads, "no_mask")[0],
-             "padded text tokens are attended to: mask them out of the keys (-inf before the softmax)."),
-    ]
-    expect_close(report["x_out"], x_out, f"JointAttention({dim}, {heads})'s image output", atol=1e-5, rtol=1e-4,
-                 hints=hints)
-    expect_close_or(report["c_out"], c_out, f"JointAttention({dim}, {heads})'s text output", atol=1e-5, rtol=1e-4,
-                    fallback="Hint: the text part of the one attention's output goes through proj_c, the image "
-                             "part through proj_x.")
+    judge_joint(report, heads, f"JointAttention({dim}, {heads})")
+
+
+@exercise("JointAttention")
+def test_joint_attention_softmax_over_keys(sub, rng):
+    """JointAttention without padding: one softmax over the keys of [image; text]"""
+    heads = randint(rng, 1, 4)
+    dim = heads * 4 * randint(rng, 1, 3)
+    N, M = randint(rng, 3, 8), randint(rng, 2, 6)
+    judge_joint(sub.probe("probe_joint_attention", dim, heads, N, [M, M], M, seed_from(rng)), heads,
+                f"JointAttention({dim}, {heads}) without padding")
+
+
+# -- questions --------------------------------------------------------------------------------
+@exercise("predict_patch_tokens", weight=0.5)
+def test_predict_patch_tokens_hidden(sub, rng):
+    """the number of tokens of an 8x8 image cut into 2x2 patches"""
+    expect_scalar(sub.call("predict_patch_tokens"), 16, "predict_patch_tokens()", rtol=0, atol=0.01,
+                  hints=[Hint(torch.tensor(float(k)), msg, where=PATCH_TOKENS_WHERE)
+                         for k, msg in PATCH_TOKENS_WRONG.items()])
+
+
+@exercise("predict_cfg_w0", weight=0.5)
+def test_predict_cfg_w0_hidden(sub, rng):
+    """what classifier-free guidance at w = 0 samples"""
+    expect_choice(sub.call("predict_cfg_w0"), "b", "predict_cfg_w0()", why_not=CFG_W0_WHY_NOT, where=CFG_W0_WHERE)

@@ -18,7 +18,8 @@ from course.schedules import make_alpha_bar
 from course.guidance import guided_eps_model
 from grader.engine.api import Hint, Ref, build, expect, expect_close, expect_scalar, exercise
 from grader.public.nb12_control_editing import (judge_adapter_training, judge_adapter_untrained,
-                                                     judge_inject, judge_lora, judge_zeroconv, random_eps_model,
+                                                     judge_inject, judge_lora, judge_lora_count, judge_predict_sdedit,
+                                                     judge_zeroconv, random_eps_model,
                                                      random_velocity_model, seeded_linear, small_unet,
                                                      zeroconv_fresh_hint)
 
@@ -302,3 +303,18 @@ def test_in_context_tokens_random(sub, rng):
         Hint(torch.stack([1 - frame, positions[:, 1]], 1), "the frames are swapped: the target is frame 0, the "
                                                            "context frame 1."),
     ])
+
+
+# -- questions --------------------------------------------------------------------------------
+@exercise("predict_sdedit_tradeoff", weight=0.5)
+def test_predict_sdedit_tradeoff_hidden(sub, rng):
+    """how SDEdit's faithfulness and realism move as t0 grows"""
+    judge_predict_sdedit(sub.call("predict_sdedit_tradeoff"))
+
+
+@exercise("derive_lora_params", weight=0.5)
+def test_derive_lora_params_random(sub, rng):
+    """LoRA's trainable parameter count for random layer sizes and ranks"""
+    sizes = [tuple(int(v) for v in (torch.randint(3, 300, (1,), generator=rng), torch.randint(3, 300, (1,), generator=rng),
+                                    torch.randint(1, 9, (1,), generator=rng))) for _ in range(3)]
+    judge_lora_count(sub, sizes)
