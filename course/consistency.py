@@ -24,7 +24,8 @@ import math
 import torch
 
 from course.batching import append_dims, randn_like, time_batch
-from course.edm import edm_precond, karras_sigmas, pf_ode_derivative
+from course.edm import edm_precond, karras_sigmas
+from course.samplers import heun_step
 
 SIGMA_MIN = 0.002  # epsilon, Song et al. 2023 (and EDM's sigma_min)
 SIGMA_MAX = 80.0  # T, Song et al. 2023 (and EDM's sigma_max)
@@ -79,14 +80,9 @@ def teacher_step(D, x: torch.Tensor, sigma_from, sigma_to) -> torch.Tensor:
     (EDM Algorithm 1, lines 4-8): the ODE solver Phi of consistency distillation (Song et al. 2023,
     Algorithm 2). sigma_from and sigma_to are floats, 0-dim or (B,): one pair of levels per sample.
 
-    09's ``course.samplers.heun_step`` with a level per sample (that one takes one pair for the whole
-    batch; a distillation batch mixes pairs), on 09's ``pf_ode_derivative``:
+    It *is* 09's ``course.samplers.heun_step`` (Heun is written once, there):
     d = f(x, s), x_E = x + (s' - s) d, x' = x + (s' - s) (d + f(x_E, s')) / 2."""
-    s, s_next = time_batch(sigma_from, x), time_batch(sigma_to, x)  # (B,)
-    step = append_dims(s_next - s, x)
-    d = pf_ode_derivative(D, x, s)
-    x_euler = x + step * d
-    return x + step * 0.5 * (d + pf_ode_derivative(D, x_euler, s_next))
+    return heun_step(D, x, sigma_from, sigma_to)
 
 
 def cm_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = 7.0) -> torch.Tensor:

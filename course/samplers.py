@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from course.batching import randn_like, time_batch
+from course.batching import append_dims, randn_like, time_batch
 from course.edm import pf_ode_derivative
 
 
@@ -42,19 +42,24 @@ def euler_step(D, x: torch.Tensor, sigma_from, sigma_to, state: dict | None = No
 
 
 def heun_step(D, x: torch.Tensor, sigma_from, sigma_to, state: dict | None = None) -> torch.Tensor:
-    """One step of Heun's method on the PF-ODE (EDM Algorithm 1, lines 4-8).
+    """One step of Heun's method on the PF-ODE (EDM Algorithm 1, lines 4-8): the one copy of Heun in the
+    course (09's samplers and 10's consistency-distillation teacher, ``course.consistency.teacher_step``).
 
     d = (x - D(x, s)) / s;  x_E = x + (s' - s) d;  if s' > 0: d' = (x_E - D(x_E, s')) / s' and
     x' = x + (s' - s) (d + d') / 2, else x' = x_E (the derivative at sigma = 0 does not exist).
-    Two NFE, one on the step to 0. The teacher step of notebook 10.
+    ``sigma_from`` and ``sigma_to`` are floats, 0-dim or (B,) tensors: one pair of levels for the batch
+    (a sampler) or one per sample (a distillation batch mixes pairs). Two NFE, one on a step to 0
+    (samples whose sigma_to is 0 keep the Euler point).
     """
-    s, s_next = float(sigma_from), float(sigma_to)
-    d = pf_ode_derivative(D, x, time_batch(s, x))
-    x_euler = x + (s_next - s) * d
-    if s_next == 0:
+    s, s_next = time_batch(sigma_from, x), time_batch(sigma_to, x)  # (B,)
+    step = append_dims(s_next - s, x)
+    d = pf_ode_derivative(D, x, s)
+    x_euler = x + step * d
+    last = s_next == 0  # (B,)
+    if bool(last.all()):
         return x_euler
-    d_next = pf_ode_derivative(D, x_euler, time_batch(s_next, x))
-    return x + (s_next - s) * 0.5 * (d + d_next)
+    d_next = pf_ode_derivative(D, x_euler, torch.where(last, s, s_next))  # s on a step to 0: unused, finite
+    return torch.where(append_dims(last, x), x_euler, x + step * 0.5 * (d + d_next))
 
 
 def dpmpp_2m_step(D, x: torch.Tensor, sigma_from, sigma_to, state: dict) -> torch.Tensor:

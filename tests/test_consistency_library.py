@@ -154,3 +154,18 @@ def test_improved_ct_schedules():
     mode = float(sig[int(p.argmax())])
     assert 0.05 < mode < 1.5, mode  # log sigma ~ N(-1.1, 2^2): most mass at small and middle levels
     assert bool((cm.ict_weights(sig) > 0).all())
+
+
+def test_heun_is_written_once():
+    """Issue 14: 10's teacher step is 09's heun_step (one copy of Heun), and heun_step takes one pair
+    of levels per sample, keeping the Euler point for samples whose step ends at sigma = 0."""
+    import inspect
+
+    assert "heun_step(" in inspect.getsource(cm.teacher_step)
+    D = GMMDenoiser(torch.tensor([[-1.0, 0.0], [1.0, 0.5]]), torch.tensor([0.3, 0.5]), torch.tensor([0.4, 0.6]))
+    x = 2 * torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    s, s_next = torch.tensor([3.0, 2.0, 1.0, 0.5, 0.2]), torch.tensor([2.0, 1.0, 0.0, 0.2, 0.0])
+    got = heun_step(D, x, s, s_next)
+    for i in range(5):
+        one = heun_step(D, x[i:i + 1], float(s[i]), float(s_next[i]))
+        assert torch.allclose(got[i:i + 1], one, atol=1e-6), i

@@ -85,7 +85,7 @@ return torch.cat([s, torch.zeros(1, dtype=torch.float64)]).float()"""), "i / (n 
     ],
     "v_to_x0": [
         (fn("v_to_x0", "xt, v, alpha, sigma", """a, s = alpha[:, None], sigma[:, None]
-return (a * xt + s * v) / (a ** 2 + s ** 2)"""), "minus sign"),
+return (a * xt + s * v) / (a ** 2 + s ** 2)"""), "wrong sign"),
         (fn("v_to_x0", "xt, v, alpha, sigma", "return alpha[:, None] * xt - sigma[:, None] * v"), "alpha^2 + sigma^2"),
         (fn("v_to_x0", "xt, v, alpha, sigma", "return (xt - sigma[:, None] * v) / alpha[:, None]"), "v is not eps"),
     ],
@@ -143,6 +143,17 @@ return x"""), "Euler's method"),
         (fn("vp_eps_to_denoiser", "eps_model, alpha_bar", VP.replace("0.5 * torch.log((1 - alpha_bar) / alpha_bar)",
                                                                      "0.5 * torch.log(1 - alpha_bar)").replace("BODY", VP_OK)),
          "sqrt(1 - alpha_bar_t)"),
+    ],
+    # questions (issue 13): other answers, each with the explanation its feedback must give
+    "predict_heun_nfe": [
+        (fn("predict_heun_nfe", "", "return 20"), "the last one included"),
+        (fn("predict_heun_nfe", "", "return 10"), "Euler's count"),
+        (fn("predict_heun_nfe", "", "return 21"), "10 steps, not 11"),
+    ],
+    "predict_ddim_is_euler": [
+        (fn("predict_ddim_is_euler", "", 'return "a"'), "same expression rearranged"),
+        (fn("predict_ddim_is_euler", "", 'return "c"'), "first-order method"),
+        (fn("predict_ddim_is_euler", "", 'return "d"'), "deterministic"),
     ],
 }
 
@@ -207,6 +218,8 @@ def D(x, sigma):
     return x - sigma[:, None] * eps
 return D"""),
 }
+REWRITES["predict_heun_nfe"] = fn("predict_heun_nfe", "", "n_steps = 10\nreturn 2.0 * n_steps - 1")
+REWRITES["predict_ddim_is_euler"] = fn("predict_ddim_is_euler", "", 'return " (B) "')
 
 LIBRARY_ANSWERS = {
     "karras_sigmas": fn("karras_sigmas", "n, sigma_min, sigma_max, rho=7.0",

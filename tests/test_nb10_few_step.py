@@ -123,6 +123,17 @@ for tau in sig[1:]:
     x = f_model(x + math.sqrt(tau ** 2 - 0.002 ** 2) * torch.randn(x.shape), torch.full((x.shape[0],), tau))
 return x"""), "generator"),
     ],
+    # questions (issue 13): other answers, each with the explanation its feedback must give
+    "predict_one_step_ode": [
+        (fn("predict_one_step_ode", "", 'return "a"'), "uses the slope at sigma = 80 only"),
+        (fn("predict_one_step_ode", "", 'return "c"'), "removes all the noise"),
+        (fn("predict_one_step_ode", "", 'return "d"'), "averages over all eight modes"),
+    ],
+    "predict_boundary": [
+        (fn("predict_boundary", "", 'return "b"'), "EDM's denoiser"),
+        (fn("predict_boundary", "", 'return "c"'), "multiplied by c_out(sigma_min)"),
+        (fn("predict_boundary", "", 'return "d"'), "already is that end"),
+    ],
 }
 
 # correct answers written differently from the reference: full marks
@@ -158,6 +169,8 @@ for tau in levels[1:]:
     x = f_model(x + (tau * tau - SIGMA_MIN * SIGMA_MIN) ** 0.5 * noise, torch.full((len(x),), tau))
 return x"""),
 }
+REWRITES["predict_one_step_ode"] = fn("predict_one_step_ode", "", 'return "B"')
+REWRITES["predict_boundary"] = fn("predict_boundary", "", 'answer = " (a) "\nreturn answer')
 
 # answers that hand the work to the course library: zero, with a message that says why
 LIBRARY_ANSWERS = {

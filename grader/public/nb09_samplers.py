@@ -15,7 +15,9 @@ from course import edm, samplers
 from course.edm import GMMDenoiser
 from course.oracles import gmm_eps_model
 from course.schedules import make_alpha_bar
-from grader.engine.api import Hint, Mismatch, Ref, build, expect, expect_close, expect_tensor, exercise, generator  # noqa: F401
+from grader.engine.compare import WHERE_PREFIX
+from grader.engine.api import (Hint, Mismatch, Ref, build, expect, expect_choice, expect_close, expect_scalar,  # noqa: F401
+                               expect_tensor, exercise, generator)
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "karras_sigmas": 1,
@@ -30,6 +32,8 @@ EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "heun_sampler": 3,
     "dpmpp_2m_sampler": 3,
     "vp_eps_to_denoiser": 2,
+    "predict_heun_nfe": 0.5,  # questions: "predict, then run" (issue 13)
+    "predict_ddim_is_euler": 0.5,
 }
 
 LIBRARY = {  # the course library's implementation of each exercise (calling it scores zero)
@@ -337,6 +341,30 @@ def test_v_to_x0_vp(sub, rng):
                              "the sign of the v term is minus.")])
 
 
+def v_to_x0_hints(xt, v, a, s):
+    """The known mistakes of v_to_x0 (alpha, sigma of shape (B,)), for the public and the hidden checks."""
+    A, S = a[:, None], s[:, None]
+    return [
+        Hint((A * xt + S * v) / (A ** 2 + S ** 2), "the v term has the wrong sign.",
+             where="section 2: alpha x_t - sigma v = (alpha^2 + sigma^2) x0."),
+        Hint(A * xt - S * v, "alpha x_t - sigma v is (alpha^2 + sigma^2) x0, not x0: that denominator is 1 only "
+                             "on a variance-preserving path.",
+             where="section 2, the identity under the definition of v: solve it for x0 on any path."),
+        Hint((xt - S * v) / A, "v is not eps: you used the eps-to-x0 formula with v in place of eps.",
+             where="section 2, the definition of v = alpha eps - sigma x0."),
+    ]
+
+
+@exercise("v_to_x0")
+def test_v_to_x0_general_path(sub, rng):
+    """v_to_x0 on a path with alpha^2 + sigma^2 != 1 (EDM's alpha = 1)"""
+    a, s = torch.tensor([1.0, 1.0, 0.5]), torch.tensor([0.5, 2.0, 3.0])
+    xt = a[:, None] * X3 + s[:, None] * EPS3
+    v = a[:, None] * EPS3 - s[:, None] * X3
+    expect_close(sub.call("v_to_x0", xt, v, a, s), X3, "v_to_x0(xt, v, alpha, sigma) with alpha^2 + sigma^2 != 1",
+                 rtol=1e-4, atol=1e-5, hints=v_to_x0_hints(xt, v, a, s))
+
+
 @exercise("edm_precond")
 def test_edm_precond_values(sub, rng):
     """edm_precond at sigma = 0.5, 1, 4 with sigma_data = 0.5"""
@@ -423,3 +451,54 @@ def test_vp_eps_to_denoiser_on_grid(sub, rng):
     got = sub.probe("probe_vp_denoiser", eps_ref, alpha_bar, x, sigma)
     expect_close(got, expected, "D(x, sigma) = vp_eps_to_denoiser(eps_model, alpha_bar)(x, sigma) at the DDPM steps' "
                  "sigmas", rtol=1e-3, atol=1e-3, hints=hints)
+
+
+# ---------------------------------------------------------------------------------------------
+# Questions: predict, then run (issue 13)
+# ---------------------------------------------------------------------------------------------
+def expect_count(actual, correct: int, what: str, hints, where: str = "") -> None:
+    """A predicted whole number. Unlike expect_scalar, the feedback never prints the right number (it
+    is the answer to a question): a known wrong count gets its hint, any other count ``where``."""
+    if isinstance(actual, torch.Tensor) and actual.numel() == 1:
+        actual = actual.item()
+    if isinstance(actual, bool) or not isinstance(actual, (int, float)):
+        raise Mismatch([f"{what} should return a number, but returned {type(actual).__name__}."])
+    if abs(actual - correct) < 1e-6:
+        return
+    lines = [f"{what} returned {actual:g}: not the right count."]
+    known = [h for h in hints if abs(actual - h.alternative) < 1e-6]
+    lines += known[0].lines() if known else ([WHERE_PREFIX + where] if where else [])
+    raise Mismatch(lines)
+
+
+HEUN_NFE_WRONG = [
+    Hint(20, "that is two evaluations on every step, the last one included.",
+         where="section 4, Heun: what happens on the last step, to sigma = 0?"),
+    Hint(10, "that is Euler's count: one evaluation per step. Heun also evaluates D at the Euler point.",
+         where="section 4, Heun: the corrector's slope d(x~_{i+1}, sigma_{i+1})."),
+    Hint(21, "count the steps: 11 levels (the final 0 included) make 10 steps, not 11.",
+         where="section 1: n levels, then a final 0."),
+    Hint(18, "only the last step (to sigma = 0) skips the correction; the other nine take two evaluations.",
+         where="section 4, Heun: the exception is for the step to sigma_N = 0 only."),
+]
+
+DDIM_WHY_NOT = {
+    "a": "DDIM's update x0_hat + (sigma'/sigma)(x - x0_hat) and Euler's x + (sigma' - sigma)(x - x0_hat)/sigma are "
+         "the same expression rearranged: neither can be more accurate than the other.",
+    "c": "on the same levels the two updates are one formula; DDIM is a first-order method, exactly like Euler.",
+    "d": "no noise is involved: DDIM with eta = 0 is deterministic, and so is Euler on the PF-ODE.",
+}
+
+
+@exercise("predict_heun_nfe")
+def test_predict_heun_nfe(sub, rng):
+    """predict_heun_nfe: network evaluations of heun_sampler on 10 steps ending at sigma = 0"""
+    expect_count(sub.call("predict_heun_nfe"), 19, "predict_heun_nfe()", HEUN_NFE_WRONG,
+                 where="section 4, Heun: two evaluations per step, except where the text says otherwise.")
+
+
+@exercise("predict_ddim_is_euler")
+def test_predict_ddim_is_euler(sub, rng):
+    """predict_ddim_is_euler: DDIM against Euler on the same levels"""
+    expect_choice(sub.call("predict_ddim_is_euler"), "b", "predict_ddim_is_euler()", DDIM_WHY_NOT,
+                  where="section 6, the three updates written side by side (Song et al. 2020, eq. 12; Karras et al. 2022, section 3).")

@@ -18,7 +18,7 @@ from course import consistency as cm
 from course.batching import append_dims, time_batch
 from course.edm import GMMDenoiser
 from course.nets import TimeMLP
-from grader.engine.api import Hint, Mismatch, Ref, expect_close, expect_scalar, exercise, generator
+from grader.engine.api import Hint, Mismatch, Ref, expect_choice, expect_close, expect_scalar, exercise, generator
 
 EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "consistency_fn": 2,
@@ -27,6 +27,8 @@ EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "cd_loss": 3,
     "ct_loss": 2,
     "consistency_sample": 2,
+    "predict_one_step_ode": 0.5,  # questions: "predict, then run" (issue 13)
+    "predict_boundary": 0.5,
 }
 
 LIBRARY = {  # the course library's implementation of each exercise (calling it scores zero)
@@ -263,9 +265,11 @@ def check_self_target_gradient(sub, exercise_name, kind, seed, dim, x0, sigmas, 
     what = f"the gradient of {exercise_name} with f_model and f_target the same network"
     expect_scalar(got_loss, float(loss), f"{exercise_name} with f_model = f_target", rtol=1e-4, atol=1e-6)
     expect_close(got_grad, grad, what, rtol=1e-3, atol=1e-5, hints=[
-        Hint(grad_both, "the target is not detached: gradients flow into f_target too. Compute the target "
-                        "under torch.no_grad() (or .detach() it): the target is a fixed regression goal, "
-                        "theta^- = stopgrad(theta)."),
+        Hint(grad_both, "the target is not detached: gradients flow into f_target too, so the network is also "
+                        "pulled towards its own prediction. The target is a fixed regression goal, "
+                        "theta^- = stopgrad(theta): no gradient may flow through it.",
+             where="the loss's second argument, stopgrad f_target(...) (Song et al. 2023, Algorithm 2 for CD, "
+                   "Algorithm 3 for CT): compute that value without recording a graph."),
     ])
 
 
@@ -369,6 +373,23 @@ def test_ct_loss_fixed(sub, rng):
     check_loss(got, "ct", refs, X, sigmas, n, noise, None, "ct_loss(...) on a fixed batch")
 
 
+@exercise("cd_loss")
+def test_cd_loss_no_gradient_into_the_target(sub, rng):
+    """cd_loss with f_target = f_model: the gradient flows only through f_model (the target is detached)"""
+    sigmas, n = cm.cm_sigmas(10), torch.tensor([0, 3, 8, 5])
+    noise = torch.tensor([[0.3, -1.2], [1.0, 0.4], [-0.5, 0.8], [0.1, 0.1]])
+    check_self_target_gradient(sub, "cd_loss", "cd", 3, 2, X, sigmas, n, noise,
+                               Ref(GMMDenoiser, [[-1.0, 0.0], [1.0, 0.5]], [0.3, 0.5], [0.4, 0.6]))
+
+
+@exercise("ct_loss")
+def test_ct_loss_no_gradient_into_the_target(sub, rng):
+    """ct_loss with f_target = f_model: the gradient flows only through f_model (the target is detached)"""
+    sigmas, n = cm.cm_sigmas(10), torch.tensor([0, 3, 8, 5])
+    noise = torch.tensor([[0.3, -1.2], [1.0, 0.4], [-0.5, 0.8], [0.1, 0.1]])
+    check_self_target_gradient(sub, "ct_loss", "ct", 3, 2, X, sigmas, n, noise)
+
+
 @exercise("consistency_sample")
 def test_consistency_sample_one_step(sub, rng):
     """consistency_sample with one step is f(x_T, T)"""
@@ -389,3 +410,37 @@ def test_consistency_sample_two_steps(sub, rng):
     expected, hints = sample_variants(f, x_T, [80.0, 0.7], 5)
     expect_close(got, expected, "consistency_sample(f, x_T, [80.0, 0.7], generator)", rtol=1e-4, atol=1e-5,
                  hints=hints)
+
+
+# ---------------------------------------------------------------------------------------------
+# Questions: predict, then run (issue 13)
+# ---------------------------------------------------------------------------------------------
+ONE_STEP_WHY_NOT = {
+    "a": "one step uses the slope at sigma = 80 only, and there D(x, 80) hardly depends on x: nothing in that one "
+         "evaluation tells a point which mode to go to.",
+    "c": "a step all the way to sigma = 0 removes all the noise: x = D(T z, T) is a denoised point, not a noisy one.",
+    "d": "to land on the circle, D(x, 80) would have to know the direction of each mode from x; at sigma = 80 the "
+         "noise hides it and D averages over all eight modes.",
+}
+ONE_STEP_WHERE = "section 1: D(x, sigma) is the average clean point given x (Tweedie's formula, notebook 09, section 4b)."
+
+BOUNDARY_WHY_NOT = {
+    "b": "that is EDM's denoiser (notebook 09): its c_out(sigma_min) is about 0.002. The consistency scalings are "
+         "shifted by sigma_min.",
+    "c": "at sigma_min the network's output is multiplied by c_out(sigma_min): look at that value.",
+    "d": "f maps a point to the end of its trajectory; at sigma_min the point already is that end.",
+}
+BOUNDARY_WHERE = "section 1, the parameterisation: c_skip and c_out at sigma = epsilon (Song et al. 2023, eq. 7)."
+
+
+@exercise("predict_one_step_ode")
+def test_predict_one_step_ode(sub, rng):
+    """predict_one_step_ode: where one solver step from T to 0 lands"""
+    expect_choice(sub.call("predict_one_step_ode"), "b", "predict_one_step_ode()", ONE_STEP_WHY_NOT,
+                  where=ONE_STEP_WHERE)
+
+
+@exercise("predict_boundary")
+def test_predict_boundary(sub, rng):
+    """predict_boundary: an untrained consistency function at sigma_min"""
+    expect_choice(sub.call("predict_boundary"), "a", "predict_boundary()", BOUNDARY_WHY_NOT, where=BOUNDARY_WHERE)

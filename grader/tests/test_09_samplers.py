@@ -10,9 +10,10 @@ import torch
 from course import edm, samplers
 from course.edm import GMMDenoiser
 from course.schedules import make_schedule
-from grader.engine.api import Hint, Mismatch, Ref, build, expect, expect_close, exercise
-from grader.public.nb09_samplers import (check_karras, check_precond, check_sampler_output, denoiser_variants,
-                                         loss_variants, mixture_denoiser, sampler_expected, toy_network, vp_case)
+from grader.engine.api import Hint, Mismatch, Ref, build, expect, expect_choice, expect_close, exercise
+from grader.public.nb09_samplers import (DDIM_WHY_NOT, HEUN_NFE_WRONG, check_karras, check_precond, check_sampler_output,
+                                         denoiser_variants, expect_count, loss_variants, mixture_denoiser,
+                                         sampler_expected, toy_network, v_to_x0_hints, vp_case)
 
 
 def random_mixture(rng, k=3, d=2):
@@ -99,14 +100,8 @@ def test_v_to_x0_general_path(sub, rng):
     a, s = alpha_sigma(rng, 32, vp=False)
     xt = a[:, None] * x0 + s[:, None] * eps
     v = a[:, None] * eps - s[:, None] * x0
-    A, S = a[:, None], s[:, None]
     expect_close(sub.call("v_to_x0", xt, v, a, s), x0, "v_to_x0(xt, v, alpha, sigma) with alpha^2 + sigma^2 != 1",
-                 rtol=1e-3, atol=1e-4, hints=[
-        Hint((A * xt + S * v) / (A ** 2 + S ** 2), "alpha x_t - sigma v = (alpha^2 + sigma^2) x0: the v term has a minus sign."),
-        Hint(A * xt - S * v, "alpha x_t - sigma v equals (alpha^2 + sigma^2) x0: divide by alpha^2 + sigma^2 "
-             "(it is 1 only on a variance-preserving path)."),
-        Hint((xt - S * v) / A, "v is not eps: x0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2)."),
-    ])
+                 rtol=1e-3, atol=1e-4, hints=v_to_x0_hints(xt, v, a, s))
 
 
 @exercise("v_to_x0")
@@ -267,3 +262,18 @@ def test_vp_eps_to_denoiser_random(sub, rng):
     got = sub.probe("probe_vp_denoiser", eps_ref, alpha_bar, x, sigma)
     expect_close(got, expected, "vp_eps_to_denoiser(eps_model, alpha_bar)(x, sigma) at random DDPM steps' sigmas",
                  rtol=2e-3, atol=2e-3, hints=hints)
+
+
+# -- questions (predict, then run) ---------------------------------------------------------------
+@exercise("predict_heun_nfe")
+def test_predict_heun_nfe_hidden(sub, rng):
+    """predict_heun_nfe: the count of network evaluations"""
+    expect_count(sub.call("predict_heun_nfe"), 19, "predict_heun_nfe()", HEUN_NFE_WRONG,
+                 where="section 4, Heun: two evaluations per step, except on the step to sigma = 0.")
+
+
+@exercise("predict_ddim_is_euler")
+def test_predict_ddim_is_euler_hidden(sub, rng):
+    """predict_ddim_is_euler: the choice"""
+    expect_choice(sub.call("predict_ddim_is_euler"), "b", "predict_ddim_is_euler()", DDIM_WHY_NOT,
+                  where="section 6, DDIM, Euler and first-order DPM-Solver written side by side.")
