@@ -237,8 +237,6 @@ def test_wrong_answers_and_rewrites_cover_exactly_the_exercises():
     assert all(len(variants) == 3 for variants in WRONG.values())
 
 
-DIGITS_VARIANCE = "beta"  # the sampler variance whose digits the text calls recognisable
-
 
 def fast_run_metrics(tmp_path, monkeypatch) -> dict:
     """Run the reference notebook in fast mode; return the metrics it recorded, {name: value}."""
@@ -264,6 +262,9 @@ def check_fast_claims(metrics: dict) -> None:
         assert abs(metrics[f"oracle_spread_T100_{variance}"] - 1) < abs(metrics[f"oracle_spread_T20_{variance}"] - 1)
     if (ROOT / "checkpoints" / "03_moons_eps.pt").is_file():  # the trained model: samples near the data
         assert metrics["w_ratio_2d"] < 1 + 4 * metrics["w_2d_floor_sd_ratio"] + 0.25, metrics
-    if (ROOT / "checkpoints" / "03_digits_eps.pt").is_file():  # recognisable digits: within 3x the floor
-        assert metrics[f"digits_frechet_{DIGITS_VARIANCE}"] < 3 * metrics["digits_frechet_floor"], metrics
+    if (ROOT / "checkpoints" / "03_digits_eps.pt").is_file():
+        # the text: about 100 for both variances, 7-8x the floor (far from data, far from noise)
+        floor = metrics["digits_frechet_floor"]
+        for variance in ("beta", "tilde"):
+            assert 3 * floor < metrics[f"digits_frechet_{variance}"] < 12 * floor, metrics
 
