@@ -23,6 +23,8 @@
   ``02_cnf.pt`` (02's CNF), ``06_1rf.pt``, ``06_2rf.pt`` and ``06_distilled.pt`` (06's 1- and 2-rectified
   flows and its one-step generator): ``--only 02_neural_odes``, ``--only 06_rectified_flow``; these two
   notebooks also load them in fast mode.
+  ``03_moons_eps.pt`` and ``03_digits_eps.pt`` (03's eps-models for two moons and for digits, the EMA
+  weights): ``--only 03_ddpm``; notebook 03 also loads them in fast mode.
   Notebooks load these files only when asked (``PRETRAINED = True`` or ``COURSE_PRETRAINED=1``).
 
 Results on another machine or torch version differ in the last digits, not in quality; the
@@ -45,8 +47,8 @@ sys.path.insert(0, str(ROOT))
 from course.judge import CHECKPOINT_NAME, train_judge  # noqa: E402
 from course.pretrained import CHECKPOINT_DIR, save  # noqa: E402
 
-NOTEBOOKS = ["02_neural_odes", "04_ddim", "05_score_sde", "06_rectified_flow", "07_guidance", "08_latent_unet",
-             "11_transformers_text", "12_control_editing"]
+NOTEBOOKS = ["02_neural_odes", "03_ddpm", "04_ddim", "05_score_sde", "06_rectified_flow", "07_guidance",
+             "08_latent_unet", "11_transformers_text", "12_control_editing"]
 
 
 def make_judge() -> None:
