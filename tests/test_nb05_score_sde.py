@@ -3,8 +3,11 @@ stub zero, realistic wrong answers lose points with the right hint, correct rewr
 marks, and the notebook runs in fast mode."""
 from __future__ import annotations
 
+from grader.paths import ROOT
 from grader.public.nb05_score_sde import EXERCISES
 from support import NotebookContract
+
+NB = "05_score_sde"
 
 # --------------------------------------------------------------------------------------------
 # Wrong answers: WRONG[exercise] = [(source, expected hint), ...]; variant i uses answer #i of each.
@@ -136,6 +139,19 @@ WRONG = {
         ("def eps_to_score(eps, std):\n    return -eps / std[:, None] ** 2\n", "not the variance"),
         ("def eps_to_score(eps, std):\n    return -eps * std[:, None]\n", "do not multiply"),
     ],
+    "predict_vp_stationary": [
+        ('def predict_vp_stationary():\n    return "b"\n', "pulls every point towards 0"),
+        ('def predict_vp_stationary():\n    return "c"\n', "balance at variance 1"),
+        ('def predict_vp_stationary():\n    return "d"\n', "that is the VE SDE"),
+    ],
+    "derive_vp_variance": [  # written out (each variant notebook also holds a wrong vp_marginal)
+        ("def derive_vp_variance(v0, t):\n    m = torch.exp(-0.05 * t - 0.25 * t ** 2 * 19.9)\n"
+         "    return v0 + 1 - m ** 2\n", "contributes m(t)^2 v0"),
+        ("def derive_vp_variance(v0, t):\n    m = torch.exp(-0.05 * t - 0.25 * t ** 2 * 19.9)\n"
+         "    return m * v0 + 1 - m ** 2\n", "square m(t)"),
+        ("def derive_vp_variance(v0, t):\n    m = torch.exp(-0.05 * t - 0.25 * t ** 2 * 19.9)\n"
+         "    return m ** 2 * v0 + torch.sqrt(1 - m ** 2)\n", "not the std"),
+    ],
 }
 
 # Correct answers written differently: every one must keep full marks.
@@ -232,6 +248,13 @@ def eps_to_score(eps, std):
 }
 
 
+REWRITES["predict_vp_stationary"] = 'def predict_vp_stationary():\n    return "(A)"\n'
+REWRITES["derive_vp_variance"] = (
+    "def derive_vp_variance(v0, t):\n"
+    "    log_m = -0.5 * (0.1 * t + 0.5 * t ** 2 * (20.0 - 0.1))\n"
+    "    return 1 - torch.exp(2 * log_m) * (1 - v0)  # variance preserving: v0 = 1 stays 1\n")
+
+
 # answers that hand the work to the course library's own implementation: zero, with the reason
 LIBRARY_USE = {
     "eps_to_score": "from course.score import eps_to_score as lib\n\ndef eps_to_score(eps, std):\n"
@@ -246,6 +269,23 @@ class TestNotebook05(NotebookContract):
 
     notebook = "05_score_sde"
     WRONG, REWRITES, LIBRARY_USE = WRONG, REWRITES, LIBRARY_USE
+
+    def test_solution_runs_in_fast_mode(self, tmp_path, monkeypatch):
+        """Does the reference notebook run in fast mode (with the shipped checkpoints), and do the claims its
+        text makes beside the fast run's figures hold there?"""
+        import json
+
+        from grader.workflows.execute import execute_notebook
+
+        path = tmp_path / "metrics.jsonl"
+        monkeypatch.setenv("COURSE_METRICS_FILE", str(path))
+        execute_notebook(ROOT / "solutions" / "05_score_sde.ipynb", fast=True)
+        m = {r["name"]: r["value"] for r in map(json.loads, path.read_text().splitlines()) if r["notebook"] == NB}
+        assert m["vp_end_mean_norm"] < 0.15 and m["vp_end_cov_error"] < 0.15, m  # the VP SDE forgets the data
+        assert abs(m["vp_variance_measured"] / m["vp_variance_derived"] - 1) < 0.08, m
+        assert m["pf_ode_ll_error"] < 0.05, m
+        assert m["mode_error_pc_100"] < m["mode_error_em_100"], m  # the corrector repairs the VE start
+        assert m["langevin_weight_error"] > 2 * m["annealed_langevin_weight_error"], m
 
 
 def test_wrong_answers_and_rewrites_cover_exactly_the_exercises():

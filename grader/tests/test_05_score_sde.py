@@ -8,8 +8,9 @@ import math
 import torch
 
 from course import flows, gmm, score, sde
-from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_moments
-from grader.public.nb05_score_sde import gaussian_score, toy_score_model, vp, vp_mixture_score
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_choice, expect_close, expect_moments
+from grader.public.nb05_score_sde import (VP_STATIONARY_WHERE, VP_STATIONARY_WHY_NOT, gaussian_score, vp_variance_hints,
+                                         toy_score_model, vp, vp_mixture_score)
 
 
 def random_mixture(rng, k=3, d=2):
@@ -68,8 +69,9 @@ def test_gmm_log_prob_far_points(sub, rng):
     got = sub.call("gmm_log_prob", x, means, stds, weights)
     expect(isinstance(got, torch.Tensor) and bool(torch.isfinite(got).all()),
            "gmm_log_prob returned -inf or NaN for points far from the components.",
-           "Hint: exp of a very negative number underflows to 0; use torch.logsumexp over the "
-           "components instead of log(sum(exp(...))).")
+           "Hint: exp of a very negative number underflows to 0 in float32, and log(0) = -inf: combine the "
+           "components' log terms without leaving the log domain (the log-sum-exp trick).",
+           "Where to look: section 1, the formula for log p(x) and the sentence below it.")
     expect_close(got, gmm.gmm_log_prob(x, means, stds, weights), "gmm_log_prob far from the mixture",
                  rtol=1e-4, atol=1e-2)
 
@@ -450,3 +452,21 @@ def test_eps_to_score_inverts_q_sample(sub, rng):
     got = sub.call("eps_to_score", eps, std)
     expect_close(got, -(xt - mean_coef[:, None] * x0) / std[:, None] ** 2, "eps_to_score against grad log N(x_t; a x0, std^2)",
                  rtol=1e-4, atol=1e-4)
+
+
+# -- questions ---------------------------------------------------------------------------------
+@exercise("predict_vp_stationary", weight=0.5)
+def test_predict_vp_stationary_hidden(sub, rng):
+    """the VP SDE takes any data to N(0, I)"""
+    expect_choice(sub.call("predict_vp_stationary"), "a", "predict_vp_stationary()",
+                  why_not=VP_STATIONARY_WHY_NOT, where=VP_STATIONARY_WHERE)
+
+
+@exercise("derive_vp_variance", weight=0.5)
+def test_derive_vp_variance_random(sub, rng):
+    """Var(x_t) under the VP SDE for random data variances and times"""
+    t, v0 = torch.rand(6, generator=rng) * 0.9 + 0.05, torch.rand(6, generator=rng) * 5 + 0.1
+    mean_coef, std = sde.vp_marginal(t)
+    got = sub.call("derive_vp_variance", v0, t)
+    expect_close(got, mean_coef ** 2 * v0 + std ** 2, "derive_vp_variance(v0, t) at random v0, t", rtol=1e-4,
+                 atol=1e-5, hints=vp_variance_hints(v0, t))
