@@ -25,7 +25,17 @@ from grader.engine.strip import (exercise_targets, find_fingerprints, notebook_n
 from grader.workflows.bundle import audit_bundle, build_bundle, staged_targets
 
 ROOT = Path(__file__).resolve().parents[1]
-IDS = [s.id for s in registry.notebooks() if notebook_number(s.id) <= 8]
+IDS = [s.id for s in registry.notebooks()]
+# Known failures of notebooks whose files other people own (the notebook or its public module must change):
+BUILD_GAPS = {  # the audit refuses the bundle
+    "11_transformers_text": "grader/public/nb11's _modulate (the reference modulate its DiT probes put in the "
+                            "learner's namespace) has the fingerprint of course.dit:modulate, an exercise of 11: "
+                            "the public module ships 11's reference. Fix in grader/public/nb11",
+}
+
+
+def _params(ids, gaps):
+    return [pytest.param(i, marks=pytest.mark.xfail(strict=True, reason=gaps[i])) if i in gaps else i for i in ids]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +93,7 @@ class Block(torch.nn.Module):
         ns["Block"]()
 
 
-@pytest.mark.parametrize("nid", IDS)
+@pytest.mark.parametrize("nid", _params(IDS, BUILD_GAPS))
 def test_bundle_through_nn_holds_no_reference_of_nn_or_later(bundles, nid):
     out = bundles(nid)
     n = notebook_number(nid)
@@ -145,15 +155,19 @@ def _run_in(out: Path, argv: list[str], timeout: int = 600) -> subprocess.Comple
     return subprocess.run([sys.executable, *argv], cwd=out, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-KNOWN_CHECK_GAPS = {  # public checks that hand the library's own exercise to the answer and differentiate it
-    "05_score_sde": "pf_ode_log_prob's public check passes the library's vp_sde (an exercise of 05, a stub in "
-                    "the bundle) as `sde` and takes gradients through it: a recorded value has no graph. "
-                    "Fix in grader/public/nb05: LearnerRef('vp_sde') or a non-exercise VP SDE factory",
+KNOWN_CHECK_GAPS = {  # public checks that differentiate through a stubbed exercise (a recorded value has no graph)
+    **BUILD_GAPS,
+    "10_few_step": "cd_loss's and ct_loss's gradient checks (probe_self_target_gradient) build f with "
+                   "grader/public/nb10's with_skip, and the check differentiates through the library's "
+                   "consistency_fn (an exercise of 10, a stub in the bundle). Fix in grader/public/nb10",
+    "12_control_editing": "the ControlAdapter and inject_lora checks (probe_control_adapter, probe_inject_lora) "
+                          "build the learner's class with the library's ZeroConv and LoRALinear (12's "
+                          "SANDBOX_GIVEN: kept in the sandbox, a stub in the bundle, which ships no reference of "
+                          "12). Fix in grader/public/nb12: the learner's own classes, or a non-exercise stand-in",
 }
 
 
-@pytest.mark.parametrize("nid", [pytest.param(i, marks=pytest.mark.xfail(strict=True, reason=KNOWN_CHECK_GAPS[i]))
-                                 if i in KNOWN_CHECK_GAPS else i for i in IDS])
+@pytest.mark.parametrize("nid", _params(IDS, KNOWN_CHECK_GAPS))
 def test_public_checks_of_nn_pass_in_its_bundle_on_the_reference_answers(bundles, nid):
     """The bundle's own grader (check(), as in the notebook) gives the reference answers every public
     check: what NN's checks need from its stubbed exercises comes from the recorded test vectors."""
@@ -244,13 +258,25 @@ def test_without_through_everything_ships_for_self_study(tmp_path):
 
 # Known: 04's demo calls course.ddim.gaussian_ddim_moments, which calls the library's ddim_sigma (an exercise
 # of 04, a stub in its bundle); 06's demos call course.rectified_flow.euler_path (LIBRARY's implementation of
-# sample_ode, straightness and reflow_pairs); 02 calls GaussianMixture.log_prob -> gmm_log_prob (05), which
-# needed_by_library misses (a use inside a module that holds exercises). They need the notebook, the library
-# or a reachability analysis from each notebook's imports changed (see the report).
-@pytest.mark.parametrize("nid", ["01_toy_flows", "03_ddpm"])
+# sample_ode, straightness and reflow_pairs). A library-side fix would put the exercise's formula back into the
+# bundle (in the helper that calls it): the notebook cells must use the learner's functions (see the report).
+# 02's GaussianMixture.log_prob -> gmm_log_prob (05) is kept now (grader.engine.strip's reachability), and 09's
+# course.samplers.reference_solution no longer calls 09's heun_step: both run in their bundles.
+SLOW_IN_BUNDLE = ["02_neural_odes", "09_samplers", "10_few_step", "11_transformers_text", "12_control_editing"]
+RUN_GAPS = {
+    **BUILD_GAPS,
+    "10_few_step": KNOWN_CHECK_GAPS["10_few_step"] + " (the notebook calls check('cd_loss'))",
+    "12_control_editing": KNOWN_CHECK_GAPS["12_control_editing"] + " (the notebook calls check('ControlAdapter'))",
+}
+
+
+@pytest.mark.parametrize("nid", ["01_toy_flows", "03_ddpm"] + [
+    pytest.param(i, marks=[pytest.mark.slow] + ([pytest.mark.xfail(strict=True, reason=RUN_GAPS[i])]
+                                                if i in RUN_GAPS else [])) for i in SLOW_IN_BUNDLE])
 def test_the_released_notebook_runs_in_fast_mode_in_its_bundle_with_correct_answers(bundles, tmp_path, nid):
     """The whole notebook NN, answered correctly (the solution's answers), runs in fast mode against the
-    bundle's library (stubs for NN's exercises). Two notebooks, to keep the suite's time."""
+    bundle's library (stubs for NN's exercises). Two notebooks by default, to keep the suite's time; 09-12
+    (several minutes each on 2 cores) with -m slow."""
     import shutil
 
     out = bundles(nid)
