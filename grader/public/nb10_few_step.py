@@ -243,25 +243,34 @@ def check_loss(got, kind, refs, x0, sigmas, n, noise, D=None, what=""):
     expect_scalar(got, expected, what, rtol=1e-4, atol=1e-6, hints=hints)
 
 
-def check_self_target_gradient(sub, exercise_name, kind, seed, dim, x0, sigmas, n, noise, D_ref=None):
-    """The loss's gradient with theta^- = theta: only through f_model, never through the target."""
-    args = (D_ref, x0, sigmas, n, noise) if kind == "cd" else (x0, sigmas, n, noise)
-    got_loss, got_grad = sub.probe("probe_self_target_gradient", exercise_name, seed, dim, *args)
-    net = tiny_net(seed, dim, trainable=True)
-    f = with_skip(net)
-    D = D_ref.function(*D_ref.args, **D_ref.kwargs) if D_ref is not None else None
-    loss = cm.cd_loss(f, f, D, x0, sigmas, n, noise) if kind == "cd" else cm.ct_loss(f, f, x0, sigmas, n, noise)
-    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(net.parameters()))])
-    # what a target that is not detached gives: the gradient through both branches
-    net2 = tiny_net(seed, dim, trainable=True)
-    f2 = with_skip(net2)
+def self_target_loss(f, kind, D, x0, sigmas, n, noise, detach: bool):
+    """The CD / CT loss with f as both model and target, written here from Song et al. 2023 (Algorithms 2
+    and 3; not the library's exercises, which are stubs in a staged bundle): ``detach`` False is the
+    mistake, a target that carries the graph."""
     c = cm.huber_c(x0)
     s, s_next = sigmas[n], sigmas[n + 1]
     x_next = x0 + append_dims(s_next, x0) * noise
     with torch.no_grad():
-        x_hat = cm.teacher_step(D, x_next, s_next, s) if kind == "cd" else x0 + append_dims(s, x0) * noise
-    both = cm.pseudo_huber(f2(x_next, s_next), f2(x_hat, s), c).mean()
-    grad_both = torch.cat([g.reshape(-1) for g in torch.autograd.grad(both, list(net2.parameters()))])
+        x_hat = heun_closed_form(D, x_next, s_next, s)[0] if kind == "cd" else x0 + append_dims(s, x0) * noise
+    target = f(x_hat, s)
+    if detach:
+        target = target.detach()
+    sq = ((f(x_next, s_next) - target) ** 2).flatten(1).sum(1)  # (B,)
+    return ((sq + c ** 2).sqrt() - c).mean()
+
+
+def check_self_target_gradient(sub, exercise_name, kind, seed, dim, x0, sigmas, n, noise, D_ref=None):
+    """The loss's gradient with theta^- = theta: only through f_model, never through the target."""
+    args = (D_ref, x0, sigmas, n, noise) if kind == "cd" else (x0, sigmas, n, noise)
+    got_loss, got_grad = sub.probe("probe_self_target_gradient", exercise_name, seed, dim, *args)
+    D = D_ref.function(*D_ref.args, **D_ref.kwargs) if D_ref is not None else None
+    grads = {}
+    for detach in (True, False):
+        net = tiny_net(seed, dim, trainable=True)
+        loss = self_target_loss(with_skip(net), kind, D, x0, sigmas, n, noise, detach)
+        grads[detach] = (loss, torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(net.parameters()))]))
+    loss, grad = grads[True]
+    grad_both = grads[False][1]
     what = f"the gradient of {exercise_name} with f_model and f_target the same network"
     expect_scalar(got_loss, float(loss), f"{exercise_name} with f_model = f_target", rtol=1e-4, atol=1e-6)
     expect_close(got_grad, grad, what, rtol=1e-3, atol=1e-5, hints=[
