@@ -73,11 +73,13 @@ class GaussianMixture:
         x = self.means[k] + self.stds[k, None] * noise
         return (x, k) if return_labels else x
 
+    # The noise-free case (a = 1, s = 0) of the general formula, not 05's exercises gmm_log_prob and
+    # gmm_score: those are stubbed in a bundle released before 05, while this class is used from 02 on.
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return gmm_log_prob(x, self.means, self.stds, self.weights)
+        return self.noised(x, 1.0, 0.0)[0]
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        return gmm_score(x, self.means, self.stds, self.weights)
+        return self.noised(x, 1.0, 0.0)[1]
 
     def noised(self, x: torch.Tensor, mean_coef, std):
         """(log_prob, score) of a x0 + s z at x; a and s floats or (B,) tensors."""

@@ -260,7 +260,7 @@ def test_without_through_everything_ships_for_self_study(tmp_path):
 # of 04, a stub in its bundle); 06's demos call course.rectified_flow.euler_path (LIBRARY's implementation of
 # sample_ode, straightness and reflow_pairs). A library-side fix would put the exercise's formula back into the
 # bundle (in the helper that calls it): the notebook cells must use the learner's functions (see the report).
-# 02's GaussianMixture.log_prob -> gmm_log_prob (05) is kept now (grader.engine.strip's reachability), and 09's
+# 02's GaussianMixture uses the noise-free case of the library's noised mixture (not 05's gmm_log_prob), and 09's
 # course.samplers.reference_solution no longer calls 09's heun_step: both run in their bundles.
 SLOW_IN_BUNDLE = ["02_neural_odes", "09_samplers", "10_few_step", "11_transformers_text", "12_control_editing"]
 RUN_GAPS = {
