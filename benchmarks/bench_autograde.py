@@ -16,6 +16,8 @@ is regraded) and prints, per run:
 - the marginal cost of one more submission: the wall-clock time between completions once every
   slot has finished its first submission, ``(t_N - t_w) / (N - w)`` for w workers, which is
   what each further student adds to a class run (the zygotes' start is not in it);
+- the CPU seconds per submission (every process of the run), which other programs' load does not
+  inflate: on an idle machine the wall time per submission is about that / min(workers, cores);
 - the extrapolated time of a class of 60 students x 8 notebooks at that marginal cost, plus the
   measured start of the run (this notebook's cost stands for every notebook's: say which).
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -58,6 +61,13 @@ def make_class(course_dir: Path, notebook: str, n: int, blank_every: int = 0) ->
         nbformat.write(nb, folder / f"{notebook}.ipynb")
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and every process it (and they) waited for: the grading
+    processes, zygotes, supervisors and workers (each is reaped by its parent)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run(course_dir: Path, notebook: str, workers: int, warm: bool, seed: int) -> dict:
     done: list[float] = []
     t0 = time.monotonic()
@@ -66,8 +76,10 @@ def run(course_dir: Path, notebook: str, workers: int, warm: bool, seed: int) ->
         if f" {notebook}: " in str(line):  # one submission graded
             done.append(time.monotonic() - t0)
 
+    cpu0 = _cpu()
     rows = autograde(course_dir, workers=workers, opts=Options(seed=seed, force=True, warm=warm), log=log)
     wall = time.monotonic() - t0
+    cpu = _cpu() - cpu0
     n = len(rows)
     done = sorted(done)[:n]
     grading = [r["report"].get("seconds", 0.0) for r in rows]
@@ -79,7 +91,7 @@ def run(course_dir: Path, notebook: str, workers: int, warm: bool, seed: int) ->
     return {"mode": "warm" if warm else "cold", "workers": workers, "n": n, "wall": wall,
             "per_min": 60.0 * n / wall, "grading": statistics.mean(grading), "process": statistics.mean(process),
             "sandbox": statistics.mean(sandbox), "share": startup / max(sum(process), 1e-9),
-            "marginal": marginal, "first": done[w - 1] if done else float("nan"),
+            "marginal": marginal, "cpu": cpu / max(n, 1), "first": done[w - 1] if done else float("nan"),
             "scores": sorted({r["score"] for r in rows}),
             "modes": sorted({(r["report"].get("worker") or {}).get("mode", "?") for r in rows})}
 
@@ -111,17 +123,19 @@ def main() -> int:
         print(f"\nautograde of {args.n} submissions of {args.notebook} (init-class took {setup_s:.1f} s)")
         print(f"{'mode':>4} {'workers':>7} {'N':>3} {'wall s':>7} {'subs/min':>8} {'grading s':>9} "
               f"{'process s':>9} {'sandbox start s':>15} {'start-up share':>14} {'marginal s':>10} "
-              f"{'60x8 min':>8}  scores")
+              f"{'60x8 min':>8} {'CPU s/sub':>9}  scores")
         for r in results:
             cls = (r["first"] + 480 * r["marginal"]) / 60.0
             print(f"{r['mode']:>4} {r['workers']:>7} {r['n']:>3} {r['wall']:>7.1f} {r['per_min']:>8.2f} "
                   f"{r['grading']:>9.1f} {r['process']:>9.1f} {r['sandbox']:>15.2f} {100 * r['share']:>13.0f}% "
-                  f"{r['marginal']:>10.2f} {cls:>8.1f}  {', '.join(f'{s:g}' for s in r['scores'])}"
+                  f"{r['marginal']:>10.2f} {cls:>8.1f} {r['cpu']:>9.2f}  {', '.join(f'{s:g}' for s in r['scores'])}"
                   + ("" if r["modes"] == [r["mode"]] else f"  (graded: {', '.join(r['modes'])})"))
         print("grading s: grade_notebook in the grading process (its sandbox start included); process s: the "
               "whole grading process (warm: fork to report; a slot's first also waits for its zygote); "
               "sandbox start s: starting the learner's worker(s); marginal s: wall time per further "
-              "submission once every slot is running; 60x8 min: first completion + 480 x marginal.")
+              "submission once every slot is running; 60x8 min: first completion + 480 x marginal; CPU s/sub: "
+              "CPU time of the whole run (every process) per submission, which the load of other programs "
+              "does not inflate: on an idle machine, wall s per submission ~ CPU s/sub / min(workers, cores).")
         print(f"machine: {os.cpu_count()} CPU(s), load average {load_before:.1f} before, "
               f"{os.getloadavg()[0]:.1f} at the end")
     finally:

@@ -277,11 +277,11 @@ class Server:
             self.say({"pong": os.getpid(), "threads": thread_count(), "tainted": tainted_modules()})
 
     def _fork_ok(self) -> str | None:
-        if thread_count() != 1:
-            return f"the zygote has {thread_count()} threads"
         taint = tainted_modules()
         if taint:
             return f"the zygote has imported {', '.join(taint[:5])}"
+        if thread_count() != 1:
+            return f"the zygote has {thread_count()} threads"
         return None
 
     # -- grading processes -----------------------------------------------------------------------
