@@ -272,7 +272,7 @@ def check_self_target_gradient(sub, exercise_name, kind, seed, dim, x0, sigmas, 
     loss, grad = grads[True]
     grad_both = grads[False][1]
     what = f"the gradient of {exercise_name} with f_model and f_target the same network"
-    expect_scalar(got_loss, float(loss), f"{exercise_name} with f_model = f_target", rtol=1e-4, atol=1e-6)
+    expect_scalar(got_loss, float(loss.detach()), f"{exercise_name} with f_model = f_target", rtol=1e-4, atol=1e-6)
     expect_close(got_grad, grad, what, rtol=1e-3, atol=1e-5, hints=[
         Hint(grad_both, "the target is not detached: gradients flow into f_target too, so the network is also "
                         "pulled towards its own prediction. The target is a fixed regression goal, "
