@@ -10,9 +10,26 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.engine.grade import grade_notebook
+from grader.engine.grade import grade_notebook as _grade_cold
 
 from grader.paths import NOTEBOOKS, ROOT, SOLUTIONS  # noqa: F401  (re-exported for the tests)
+
+
+_WARM = None
+
+
+def grade_notebook(path, **kwargs) -> dict:
+    """``grader.engine.grade.grade_notebook``, forked from one warm zygote per test process where the
+    machine allows it (``grader.workflows.warm``: the same reports, without a cold sandbox's start-up
+    per grading); ``COURSE_WARM=0`` grades cold."""
+    global _WARM
+    from grader.workflows.warm import WarmGrader, warm_available
+
+    if not warm_available():
+        return _grade_cold(path, **kwargs)
+    if _WARM is None:
+        _WARM = WarmGrader()
+    return _WARM.grade(path, **kwargs)
 
 
 def answer(name: str, args: str, body: str, imports: str = "import torch\nimport numpy as np\n",
