@@ -135,7 +135,7 @@ def cmd_autograde(args) -> int:
     if args.memory_mb:
         limits["memory_mb"] = args.memory_mb
     opts = Options(budget_s=args.budget, limits=limits, seed=args.seed, results_json=args.results_json,
-                   force=args.force)
+                   force=args.force, warm=False if args.cold else None)
     try:
         rows = autograde(Path(args.dir), assignment=args.assignment, workers=args.workers, opts=opts,
                          csv_path=args.csv, student=args.student)
@@ -259,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--assignment", help="only this assignment")
     p.add_argument("--workers", type=int, default=2, help="grading processes at a time (default 2)")
+    p.add_argument("--cold", action="store_true",
+                   help="start a fresh process per submission (no warm zygote; as COURSE_WARM=0)")
     p.add_argument("--budget", type=float, default=300.0, help="seconds per notebook (default 300)")
     p.add_argument("--call-timeout", type=float, help="seconds per call of the learner's code (default 20)")
     p.add_argument("--cell-timeout", type=float, help="seconds per notebook cell (default 30)")
