@@ -99,3 +99,16 @@ def test_a_multiple_choice_answer_is_explained_not_given_away():
     with pytest.raises(Mismatch) as err:
         expect_choice(2, "b", "predict_order()", why)
     assert "string" in "\n".join(err.value.lines)
+
+
+def test_a_predicted_number_is_not_given_away():
+    """Does expect_scalar(..., reveal=False) (a question's answer) say too high / too low and the hint,
+    never the expected number?"""
+    from grader.engine.compare import Hint, Mismatch, expect_scalar
+
+    expect_scalar(50.0, 50, "predict_inversion_calls()", rtol=0, atol=0.01, reveal=False)
+    with pytest.raises(Mismatch) as err:
+        expect_scalar(100.0, 50, "predict_inversion_calls()", rtol=0, atol=0.01, reveal=False,
+                      hints=[Hint(100.0, "that counts two calls per step.", where="ddim_invert's loop")])
+    text = "\n".join(err.value.lines)
+    assert "50" not in text and "too high" in text and "two calls per step" in text

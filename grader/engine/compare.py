@@ -156,8 +156,11 @@ def expect_close(actual, expected, what: str, rtol: float = 1e-4, atol: float = 
 
 
 def expect_scalar(actual, expected: float, what: str, rtol: float = 1e-4, atol: float = 1e-6,
-                  hints: Sequence[Hint] = ()) -> None:
-    """A single number (Python float or 0-dim tensor) close to ``expected``."""
+                  hints: Sequence[Hint] = (), reveal: bool = True) -> None:
+    """A single number (Python float or 0-dim tensor) close to ``expected``.
+
+    ``reveal=False`` for the answer to a question (``predict_*``): the feedback never prints the
+    expected number, only the learner's, whether it is too high or too low, and the hints."""
     if isinstance(actual, torch.Tensor):
         if actual.numel() != 1:
             raise Mismatch([f"{what} should be a single number, but has shape {tuple(actual.shape)}."])
@@ -166,7 +169,10 @@ def expect_scalar(actual, expected: float, what: str, rtol: float = 1e-4, atol: 
         raise Mismatch([f"{what} should be a number, but returned {type(actual).__name__}."])
     if abs(actual - expected) <= atol + rtol * abs(expected):
         return
-    lines = [f"{what} is {actual:.6g}, expected {expected:.6g} (difference {abs(actual - expected):.3g})."]
+    if reveal:
+        lines = [f"{what} is {actual:.6g}, expected {expected:.6g} (difference {abs(actual - expected):.3g})."]
+    else:
+        lines = [f"{what} is {actual:.6g}: too {'high' if actual > expected else 'low'} for the question's tolerance."]
     raise Mismatch(lines + _hint_lines(torch.tensor(float(actual)), hints, rtol, atol))
 
 

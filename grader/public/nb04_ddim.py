@@ -320,6 +320,6 @@ def test_predict_ddim_eta0_twice(sub, rng):
 @exercise("predict_inversion_calls", weight=0.5)
 def test_predict_inversion_calls(sub, rng):
     """the number of network calls of ddim_invert with 50 timesteps"""
-    expect_scalar(sub.call("predict_inversion_calls"), 50, "predict_inversion_calls()", rtol=0, atol=0.01,
+    expect_scalar(sub.call("predict_inversion_calls"), 50, "predict_inversion_calls()", reveal=False, rtol=0, atol=0.01,
                   hints=[Hint(torch.tensor(float(k)), msg, where=INVERSION_CALLS_WHERE)
                          for k, msg in INVERSION_CALLS_WRONG.items()])

@@ -209,7 +209,7 @@ def test_classifier_guided_score_small(sub, rng):
 # -- questions (predict, then run) ---------------------------------------------------------------
 def judge_guidance_scale(got) -> None:
     """diffusers' guidance_scale s = 4 is w = s - 1 = 3 here."""
-    expect_scalar(got, 3.0, "predict_guidance_scale() (the w for diffusers' guidance_scale = 4)", rtol=1e-6, hints=[
+    expect_scalar(got, 3.0, "predict_guidance_scale() (the w for diffusers' guidance_scale = 4)", reveal=False, rtol=1e-6, hints=[
         Hint(4.0, "the two conventions differ: diffusers weighs the difference (eps_c - eps_u) by s, "
                   "cfg_combine weighs eps_c by 1 + w.",
              where="expand eps_u + s (eps_c - eps_u) and match the weight of eps_c with (1 + w)"),

@@ -503,7 +503,7 @@ COMPRESSION_WHERE = "the shape of the latent: what each stride-2 convolution doe
 
 
 def judge_compression(got) -> None:
-    expect_scalar(got, 8.0, "predict_compression()", rtol=1e-9, hints=[
+    expect_scalar(got, 8.0, "predict_compression()", reveal=False, rtol=1e-9, hints=[
         Hint(4.0, "that is the factor per side (16 to 4); the number of positions falls by its square.",
              where=COMPRESSION_WHERE),
         Hint(16.0, "the latent has 2 channels where the image has 1.", where=COMPRESSION_WHERE),
