@@ -118,7 +118,7 @@ def test_cli_grade_writes_exact_json_and_gradescope(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "rk4_step" in out.stdout and "2/2" in out.stdout
     report = json.loads((tmp_path / "r.json").read_text())
-    assert set(report) == {"notebook", "score", "max_score", "exercises", "sandbox"}
+    assert set(report) == {"notebook", "score", "max_score", "exercises", "sandbox", "sandbox_start_seconds"}
     assert report["sandbox"] in {"namespaces+uid", "uid+limits", "limits"}
     assert report["notebook"] == "01_toy_flows" and report["score"] == report["max_score"] == 2.0
     assert set(report["exercises"]) == {"rk4_step"}
@@ -171,12 +171,12 @@ def test_check_passes_right_answers_and_explains_wrong_ones(capsys):
 
     ns = {"euler_step": lambda f, x, t, dt: x + dt * f(x, t)}
     assert check("euler_step", namespace=ns) is None  # passes silently: no stray `True` under a check cell
-    assert "all 1 public checks passed" in capsys.readouterr().out
+    assert "all 2 public checks passed" in capsys.readouterr().out
     ns = {"euler_step": lambda f, x, t, dt: dt * f(x, t)}
     with pytest.raises(CheckFailed) as info:
         check("euler_step", namespace=ns)
     text = "\n".join(info.value._render_traceback_())
-    assert "0 of 1 public checks passed" in text and "Hint" in text
+    assert "0 of 2 public checks passed" in text and "Hint" in text
     with pytest.raises(CheckFailed, match="not defined"):
         check("euler_step", namespace={})
 

@@ -197,8 +197,8 @@ def test_without_namespaces_file_permissions_still_hide_the_hidden_tests_and_the
     assert results["score"] == sum(maxima.values()) - maxima["euler_step"] - maxima["divergence"], results["output"]
     assert "def test_" not in json.dumps(results)
     where = "import course, os; print(os.path.dirname(course.__file__))"
-    library = Path(subprocess.run([str(autograder["python"]), "-c", where], capture_output=True,
-                                  text=True).stdout.strip())
+    library = Path(subprocess.run([str(autograder["python"]), "-c", where], capture_output=True,  # not the
+                                  text=True, cwd="/").stdout.strip())  # project's course/ from the cwd
     assert stat.S_IMODE(library.stat().st_mode) & 0o077 == 0, oct(library.stat().st_mode)
 
 
