@@ -78,6 +78,10 @@ WRONG = {
     "modulate": [
         (edit("modulate", (MODULATE, "return x * (1 + shift[:, None, :]) + scale[:, None, :]")), "swapped"),
         (edit("modulate", (MODULATE, "return x * scale[:, None, :] + shift[:, None, :]")), "scale = 0"),
+        # a DiTBlock/DiT variant sits at each index < 3, and they call the learner's modulate: a modulate that
+        # crashes them (per token) goes to index 3, where they are the reference's
+        (edit("modulate", (MODULATE, "return (x + shift[:, None, :]) * (1 + scale[:, None, :])")),
+         "added before the scaling"),
         (edit("modulate", (MODULATE, "return x * (1 + scale) + shift")), "per token, not per sample"),
     ],
     "DiTBlock": [

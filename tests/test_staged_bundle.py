@@ -27,11 +27,7 @@ from grader.workflows.bundle import audit_bundle, build_bundle, staged_targets
 ROOT = Path(__file__).resolve().parents[1]
 IDS = [s.id for s in registry.notebooks()]
 # Known failures of notebooks whose files other people own (the notebook or its public module must change):
-BUILD_GAPS = {  # the audit refuses the bundle
-    "11_transformers_text": "grader/public/nb11's _modulate (the reference modulate its DiT probes put in the "
-                            "learner's namespace) has the fingerprint of course.dit:modulate, an exercise of 11: "
-                            "the public module ships 11's reference. Fix in grader/public/nb11",
-}
+BUILD_GAPS: dict[str, str] = {}  # notebook -> why the audit refuses its bundle (none today)
 
 
 def _params(ids, gaps):
