@@ -49,9 +49,11 @@ WRONG = {
     ],
     "ZeroConv": [
         (edit("ZeroConv", (ZC_INIT, "")), "is not zero"),
+        # ControlAdapter's variants use the learner's ZeroConv: a frozen one (#1) sits beside an unfrozen
+        # base, where ControlAdapter's own mistake still shows
+        (edit("ZeroConv", (ZC_INIT, ZC_INIT + "        self.conv.requires_grad_(False)\n")), "trainable"),
         (edit("ZeroConv", ("nn.Conv2d(ch_in, ch_out, 1)", "nn.Conv2d(ch_in, ch_out, 1, bias=False)"),
               ("        nn.init.zeros_(self.conv.bias)\n", "")), "with a bias"),
-        (edit("ZeroConv", (ZC_INIT, ZC_INIT + "        self.conv.requires_grad_(False)\n")), "trainable"),
     ],
     "ControlAdapter": [
         (edit("ControlAdapter", ("self.zero_levels = nn.ModuleList([ZeroConv(ch, ch) for ch in level_chs])",

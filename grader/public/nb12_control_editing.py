@@ -31,9 +31,9 @@ EXERCISES = {  # exercise (= nbgrader grade_id of its answer cell) -> points
     "derive_lora_params": 0.5,
 }
 
-# The reference ZeroConv and LoRALinear stay in the sandbox's library: the probes of ControlAdapter and
-# inject_lora build the learner's class with them, so a mistake in ZeroConv or LoRALinear costs marks once.
-SANDBOX_GIVEN = {"ZeroConv", "LoRALinear"}
+# ControlAdapter and inject_lora are probed with the learner's own ZeroConv and LoRALinear (no reference of an
+# exercise of 12 is reachable while 12 is graded, and its public checks run in a bundle through 12); a wrong
+# ZeroConv or LoRALinear then costs points there too, and the feedback's dependency note names it.
 
 LIBRARY = {  # the course library's implementation of each exercise (calling it scores zero)
     "sdedit": "course.editing:sdedit",
@@ -97,23 +97,6 @@ def seeded_linear(seed: int, d_in: int, d_out: int, bias: bool = True) -> nn.Lin
 # ---------------------------------------------------------------------------------------------
 # Probe helpers (inside the sandbox)
 # ---------------------------------------------------------------------------------------------
-class _given:
-    """Within the block, the learner's name ``name`` is the library's reference ``value`` (restored after)."""
-
-    def __init__(self, ns, name, value):
-        self.ns, self.name, self.value = ns, name, value
-
-    def __enter__(self):
-        self.had, self.old = self.name in self.ns, self.ns.get(self.name)
-        self.ns[self.name] = self.value
-
-    def __exit__(self, *exc):
-        if self.had:
-            self.ns[self.name] = self.old
-        else:
-            self.ns.pop(self.name, None)
-
-
 def _n_trainable(module: nn.Module) -> int:
     return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
 
@@ -161,8 +144,7 @@ def probe_control_adapter(ns, seed: int, cond_ch: int = 3, steps: int = 6):
     before = {k: v.clone() for k, v in base.state_dict().items()}
     encoder = [base.stem, base.down_blocks, base.downsamples, base.mid1]
     n_encoder = int(sum(p.numel() for m in encoder for p in m.parameters()))
-    with _given(ns, "ZeroConv", control.ZeroConv):  # judged on its own, with the reference ZeroConv
-        adapter = ns["ControlAdapter"](base, cond_ch)
+    adapter = ns["ControlAdapter"](base, cond_ch)  # with the learner's own ZeroConv
     with torch.no_grad():
         fresh = adapter(x, t, cond_a, y)
     base_trainable = any(p.requires_grad for p in base.parameters())
@@ -215,8 +197,7 @@ def probe_inject_lora(ns, seed: int, rank: int, alpha: float, names):
     x, t, y = torch.randn(3, 2, 8, 8), torch.randint(0, 1000, (3,)), torch.randint(0, 4, (3,))
     with torch.no_grad():
         before = net(x, t, y)
-    with _given(ns, "LoRALinear", lora.LoRALinear):  # judged on its own, with the reference LoRALinear
-        returned = ns["inject_lora"](net, rank, alpha, list(names))
+    returned = ns["inject_lora"](net, rank, alpha, list(names))  # with the learner's own LoRALinear
     model = returned if isinstance(returned, nn.Module) else net
     with torch.no_grad():
         after = model(x, t, y)
