@@ -280,3 +280,24 @@ def test_without_a_zygote_the_class_is_graded_cold_and_said_so(tmp_path, monkeyp
     assert any("no warm workers" in line for line in lines), lines
     report = json.loads((course / "autograded" / "blank" / A / REPORT_FILE).read_text())
     assert report["worker"]["mode"] == "cold" and report["score"] == 0 and "error" not in report, report
+
+
+def test_warm_grader_grades_warm_with_the_cold_report():
+    """Does grader.workflows.warm.WarmGrader (the project tests' grading path) really grade in a forked
+    process, not by silently falling back, and give the cold path's scores?"""
+    from grader.engine.grade import grade_notebook
+    from grader.paths import SOLUTIONS
+    from grader.workflows.warm import WarmGrader, warm_available
+
+    if not warm_available():
+        pytest.skip("no warm workers on this platform")
+    path = SOLUTIONS / "01_toy_flows.ipynb"
+    grader = WarmGrader()
+    try:
+        warm = grader.grade(path, seed=5)
+    finally:
+        grader.close()
+    assert (grader.warm_gradings, grader.cold_gradings, grader.broken) == (1, 0, None)
+    cold = grade_notebook(path, seed=5)
+    assert warm["score"] == cold["score"] == cold["max_score"]
+    assert {k: v["score"] for k, v in warm["exercises"].items()} == {k: v["score"] for k, v in cold["exercises"].items()}
