@@ -8,10 +8,9 @@ import torch
 
 from course import ddim
 from course.schedules import make_alpha_bar
-from grader.engine.api import (Hint, Ref, build, exercise, expect, expect_choice, expect_close, expect_moments, expect_scalar,
-                               matches)
-from grader.public.nb04_ddim import (INVERSION_CALLS_WHERE, INVERSION_CALLS_WRONG, STEP_WHERE, ETA0_TWICE_WHERE,
-                                     ETA0_TWICE_WHY_NOT, INVERT_WHERE, SAMPLE_WHERE, SLERP_WHERE, gaussian_model, generator, random_net, sigma_hints, step_hints)
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_moments, matches
+from grader.public.nb04_ddim import (INVERT_WHERE, SAMPLE_WHERE, SLERP_WHERE, STEP_WHERE, gaussian_model, generator,
+                                     random_net, sigma_hints, step_hints)
 
 T = 1000
 ALPHA_BAR = make_alpha_bar(T)
@@ -316,16 +315,3 @@ def test_slerp_images_and_end_points(sub, rng):
 
 
 # -- questions -----------------------------------------------------------------------------------
-@exercise("predict_ddim_eta0_twice", weight=0.5)
-def test_predict_ddim_eta0_twice_hidden(sub, rng):
-    """DDIM with eta = 0 run twice from the same x_T: the same samples"""
-    expect_choice(sub.call("predict_ddim_eta0_twice"), "a", "predict_ddim_eta0_twice()",
-                  why_not=ETA0_TWICE_WHY_NOT, where=ETA0_TWICE_WHERE)
-
-
-@exercise("predict_inversion_calls", weight=0.5)
-def test_predict_inversion_calls_hidden(sub, rng):
-    """ddim_invert with 50 timesteps calls the network 50 times"""
-    expect_scalar(sub.call("predict_inversion_calls"), 50, "predict_inversion_calls()", reveal=False, rtol=0, atol=0.01,
-                  hints=[Hint(torch.tensor(float(k)), msg, where=INVERSION_CALLS_WHERE)
-                         for k, msg in INVERSION_CALLS_WRONG.items()])
