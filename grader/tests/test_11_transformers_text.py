@@ -10,9 +10,8 @@ import torch
 
 from course.dit import modulate, patchify
 from course.text import tokenize
-from grader.engine.api import Hint, expect, expect_choice, expect_close, expect_scalar, exercise
-from grader.public.nb11_transformers_text import (CFG_W0_WHERE, CFG_W0_WHY_NOT, CROSS_SHAPES_HINT, PATCH_TOKENS_WHERE,
-                                                   PATCH_TOKENS_WRONG, UNPATCH_HINT_TEXT, expect_close_or, hint,
+from grader.engine.api import Hint, expect, expect_close, exercise
+from grader.public.nb11_transformers_text import (CROSS_SHAPES_HINT, UNPATCH_HINT_TEXT, expect_close_or, hint,
                                                    judge_block_uses_c, judge_dit_conditioning,
                                                    judge_fresh_block_is_identity, judge_joint, judge_losses_decrease,
                                                    judge_no_error, judge_padding_ignored, judge_shapes,
@@ -250,18 +249,3 @@ def test_joint_attention_softmax_over_keys(sub, rng):
     N, M = randint(rng, 3, 8), randint(rng, 2, 6)
     judge_joint(sub.probe("probe_joint_attention", dim, heads, N, [M, M], M, seed_from(rng)), heads,
                 f"JointAttention({dim}, {heads}) without padding")
-
-
-# -- questions --------------------------------------------------------------------------------
-@exercise("predict_patch_tokens", weight=0.5)
-def test_predict_patch_tokens_hidden(sub, rng):
-    """the number of tokens of an 8x8 image cut into 2x2 patches"""
-    expect_scalar(sub.call("predict_patch_tokens"), 16, "predict_patch_tokens()", reveal=False, rtol=0, atol=0.01,
-                  hints=[Hint(torch.tensor(float(k)), msg, where=PATCH_TOKENS_WHERE)
-                         for k, msg in PATCH_TOKENS_WRONG.items()])
-
-
-@exercise("predict_cfg_w0", weight=0.5)
-def test_predict_cfg_w0_hidden(sub, rng):
-    """what classifier-free guidance at w = 0 samples"""
-    expect_choice(sub.call("predict_cfg_w0"), "b", "predict_cfg_w0()", why_not=CFG_W0_WHY_NOT, where=CFG_W0_WHERE)
