@@ -8,9 +8,9 @@ import math
 import torch
 
 from course import flows, gmm, score, sde
-from grader.engine.api import Hint, Ref, build, exercise, expect, expect_choice, expect_close, expect_moments
-from grader.public.nb05_score_sde import (VP_STATIONARY_WHERE, VP_STATIONARY_WHY_NOT, gaussian_score, vp_variance_hints,
-                                         toy_score_model, vp, vp_mixture_score)
+from grader.engine.api import Hint, Ref, build, exercise, expect, expect_close, expect_moments
+from grader.public.nb05_score_sde import (gaussian_score, toy_score_model, vp, vp_mixture_score,
+                                         vp_variance_hints)
 
 
 def random_mixture(rng, k=3, d=2):
@@ -455,13 +455,6 @@ def test_eps_to_score_inverts_q_sample(sub, rng):
 
 
 # -- questions ---------------------------------------------------------------------------------
-@exercise("predict_vp_stationary", weight=0.5)
-def test_predict_vp_stationary_hidden(sub, rng):
-    """the VP SDE takes any data to N(0, I)"""
-    expect_choice(sub.call("predict_vp_stationary"), "a", "predict_vp_stationary()",
-                  why_not=VP_STATIONARY_WHY_NOT, where=VP_STATIONARY_WHERE)
-
-
 @exercise("derive_vp_variance", weight=0.5)
 def test_derive_vp_variance_random(sub, rng):
     """Var(x_t) under the VP SDE for random data variances and times"""

@@ -10,8 +10,7 @@ from course import guidance
 from course.ddim import ddim_sample, ddim_timesteps
 from course.schedules import make_alpha_bar
 from grader.engine.api import Hint, Mismatch, Ref, build, exercise, expect, expect_close, expect_tensor
-from grader.public.nb07_guidance import (cfg_mistakes, classifier_mistakes, generator, judge_exact_model_w,
-                                         judge_guidance_scale,
+from grader.public.nb07_guidance import (cfg_mistakes, classifier_mistakes, generator,
                                          oracle_eps_model, random_image_eps_model, ring_mixture, sample_mistakes)
 
 
@@ -193,16 +192,3 @@ def test_classifier_guidance_exact_classifier(sub, rng):
     expect_close(sub.call("classifier_guided_score", score_uncond, grad, 3.0), 3 * score_cond - 2 * score_uncond,
                  "classifier_guided_score(score, grad log p(y | x_t), scale=3) (CFG with w = 2)",
                  rtol=1e-3, atol=1e-4, hints=classifier_mistakes(score_uncond, grad, 3.0))
-
-
-# -- questions -----------------------------------------------------------------------------------
-@exercise("predict_guidance_scale", weight=0.5)
-def test_predict_guidance_scale_hidden(sub, rng):
-    """predict_guidance_scale: the w of diffusers' guidance_scale = 4"""
-    judge_guidance_scale(sub.call("predict_guidance_scale"))
-
-
-@exercise("predict_exact_model_w", weight=0.5)
-def test_predict_exact_model_w_hidden(sub, rng):
-    """predict_exact_model_w: an exact model's guided samples leave p(x | y) as w grows"""
-    judge_exact_model_w(sub.call("predict_exact_model_w"))

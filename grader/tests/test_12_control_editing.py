@@ -18,7 +18,7 @@ from course.schedules import make_alpha_bar
 from course.guidance import guided_eps_model
 from grader.engine.api import Hint, Ref, build, expect, expect_close, expect_scalar, exercise
 from grader.public.nb12_control_editing import (judge_adapter_training, judge_adapter_untrained,
-                                                     judge_inject, judge_lora, judge_lora_count, judge_predict_sdedit,
+                                                     judge_inject, judge_lora, judge_lora_count,
                                                      judge_zeroconv, random_eps_model,
                                                      random_velocity_model, seeded_linear, small_unet,
                                                      zeroconv_fresh_hint)
@@ -306,10 +306,6 @@ def test_in_context_tokens_random(sub, rng):
 
 
 # -- questions --------------------------------------------------------------------------------
-@exercise("predict_sdedit_tradeoff", weight=0.5)
-def test_predict_sdedit_tradeoff_hidden(sub, rng):
-    """how SDEdit's faithfulness and realism move as t0 grows"""
-    judge_predict_sdedit(sub.call("predict_sdedit_tradeoff"))
 
 
 @exercise("derive_lora_params", weight=0.5)
