@@ -101,12 +101,28 @@ def test_stub_raises_and_the_copy_is_cached(tmp_path):
     assert lines[2] == [1.5, 1.5] or lines[2] == "[1.5, 1.5]"  # notebook 01's euler_step still works
 
 
-def test_a_later_exercise_the_library_needs_stays_for_earlier_notebooks():
-    """Notebook 08's timestep_embedding is used by course.nets.TimeMLP from notebook 02 on: kept
-    while 02 is graded, stubbed while 08 is."""
-    assert ("course.embedding", "timestep_embedding") not in stripped.stubbed_names("02_neural_odes")
+def test_no_later_exercise_stays_for_earlier_notebooks():
+    """course.nets.TimeMLP (02 on) has its own time features (random Fourier features), not 08's
+    timestep_embedding: the exercise is stubbed while 02 is graded as while 08 is."""
+    assert ("course.embedding", "timestep_embedding") in stripped.stubbed_names("02_neural_odes")
     assert ("course.embedding", "timestep_embedding") in stripped.stubbed_names("08_latent_unet")
     assert ("course.unet", "UNet") in stripped.stubbed_names("02_neural_odes")  # nothing needs it
+
+
+def test_time_mlp_runs_in_the_sandbox_library_while_08_is_graded(tmp_path):
+    """The given TimeMLP (notebooks 02-07's network, and the graders' frozen_time_mlp) needs no exercise
+    of 08: it runs in the library the sandbox sees while 08 is graded, where timestep_embedding is a stub."""
+    out = stripped.stripped_library("08_latent_unet", cache=tmp_path)
+    code = ("import torch, course.nets as n, course.embedding as e\n"
+            "print(n.TimeMLP()(torch.zeros(3, 2), torch.zeros(3)).shape)\n"
+            "print(n.frozen_time_mlp(0, n_classes=3)(torch.zeros(2, 2), torch.ones(2), torch.tensor([0, 3])).shape)\n"
+            "try:\n    e.timestep_embedding(torch.zeros(3), 4)\nexcept RuntimeError as exc:\n    print('STUB', exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": f"{out}:{ROOT}", "PATH": "/usr/bin:/bin", "COURSE_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["torch.Size([3, 2])", "torch.Size([2, 2])"]
+    assert lines[2].startswith("STUB course.embedding.timestep_embedding is the reference answer of 08_latent_unet")
 
 
 # -- grading (slow: the sandbox) ------------------------------------------------------------------

@@ -95,11 +95,10 @@ def test_bundle_through_nn_holds_no_reference_of_nn_or_later(bundles, nid):
     n = notebook_number(nid)
     later, kept = staged_targets(nid)
     assert {t.notebook for t in later} >= {nid}
-    # kept: only what earlier notebooks' building blocks need (08's timestep_embedding, in TimeMLP), named
-    assert all(notebook_number(t.notebook) > n for t in kept)
-    assert ("course.embedding:timestep_embedding" in [t.qualname for t in kept]) == (n < 8)
+    # kept for earlier notebooks' building blocks: nothing (TimeMLP has its own time features, not 08's exercise)
+    assert kept == []
     release = json.loads((out / "course-release.json").read_text())
-    assert release["through"] == nid and sorted(release["kept_for_earlier_notebooks"]) == [t.qualname for t in kept]
+    assert release["through"] == nid and release["kept_for_earlier_notebooks"] == {}
     # no definition anywhere in the bundle has the fingerprint of a reference of NN or later
     assert find_fingerprints(out, reference_fingerprints(later)) == []
     assert audit_bundle(out, through=nid) == []
@@ -166,6 +165,29 @@ def test_public_checks_of_nn_pass_in_its_bundle_on_the_reference_answers(bundles
     assert line, res.stderr[-3000:]
     results = json.loads(line[len("RESULT "):])
     assert {k: v for k, v in results.items() if v != "ok"} == {}
+
+
+@pytest.mark.parametrize("nid", IDS)
+def test_the_plan_keeps_no_later_exercise_for_earlier_notebooks(nid):
+    """For every NN, the bundle through NN keeps no exercise of NN or later for the library's earlier
+    building blocks (``course-release.json``'s ``kept_for_earlier_notebooks`` is empty): notebook NN
+    and later ones ship with no implementation of their exercises anywhere."""
+    stubbed, kept = staged_targets(nid)
+    assert kept == []
+    assert {t.qualname for t in exercise_targets(nid, root=ROOT)} <= {t.qualname for t in stubbed}
+
+
+def test_time_mlp_runs_in_the_bundle_through_08(bundles):
+    """Notebooks 02-07 ship in the bundle through 08 and train the given TimeMLP: it must not need 08's
+    timestep_embedding, which is a stub there."""
+    out = bundles("08_latent_unet")
+    code = ("import torch, course.nets as n, course.embedding as e\n"
+            "print(n.TimeMLP()(torch.zeros(3, 2), torch.zeros(3)).shape)\n"
+            "try:\n    e.timestep_embedding(torch.zeros(3), 4)\nexcept NotImplementedError as exc:\n    print('STUB', exc)\n")
+    res = _run_in(out, ["-c", code])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.splitlines() == ["torch.Size([3, 2])",
+                                       "STUB timestep_embedding is an exercise of 08_latent_unet: write it in the notebook"]
 
 
 def test_the_stubs_import_and_raise_in_the_bundle(bundles):

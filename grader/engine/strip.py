@@ -23,7 +23,8 @@ The steps:
 2. :func:`plan`: which of them to stub. The first notebook's exercises always; a later notebook's
    unless the library's earlier building blocks need it (:func:`needed_by_library`: reachable, by
    the names it uses resolved through each module's imports, from the code of the modules that hold
-   no exercise, e.g. 08's ``timestep_embedding`` used by ``course.nets.TimeMLP`` from 02 on); and
+   no exercise: a guard for future seams, none today, since ``course.nets.TimeMLP`` has its own
+   time features and no longer calls 08's ``timestep_embedding``); and
    any other definition whose normalised AST is that of a stubbed one (a copy elsewhere).
 3. :func:`strip_source` / :func:`write_stripped`: each such definition (by its line span; the
    rest of the file is kept verbatim) becomes its signature (literal defaults only) and one
@@ -235,7 +236,10 @@ def needed_by_library(trees: dict[str, ast.Module], targets: list[Target], first
     module) that used code refers to, by a name resolved through its module's imports, and so on.
     A target of a later notebook reached that way stays (it is named in the bundle's
     ``course-release.json``); the first notebook's own targets never do (a use of one by an earlier
-    building block is a seam to fix in the library)."""
+    building block is a seam to fix in the library). Example: were ``course.nets`` (no exercise) to
+    call ``course.embedding.timestep_embedding`` (08's exercise), the bundle through 05 would keep
+    it. Today nothing is found for any notebook (``tests/test_staged_bundle.py`` checks it): keeping
+    one ships a later reference, so fix such a seam in the library instead."""
     n = notebook_number(first)
     modules = set(trees)
     by_key = {(t.module, t.name): t for t in targets if "." not in t.name}
