@@ -40,7 +40,9 @@ LIBRARY = {  # the course library's implementation of each exercise (calling it 
 def mlp_field(seed: int, dim: int = 2, hidden: int = 16, scale: float = 0.5) -> TimeMLP:
     """A small TimeMLP (the architecture the notebook trains) with weights drawn from ``seed``."""
     gen = torch.Generator().manual_seed(seed)
-    model = TimeMLP(dim=dim, hidden=hidden, depth=2, emb_dim=8, time_scale=1000.0)
+    with torch.random.fork_rng(devices=[]):  # TimeMLP's Fourier frequencies (a buffer) come from the global RNG
+        torch.manual_seed(seed)
+        model = TimeMLP(dim=dim, hidden=hidden, depth=2, emb_dim=8, time_scale=1000.0)
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(scale * torch.randn(p.shape, generator=gen))
