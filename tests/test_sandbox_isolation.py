@@ -1,8 +1,9 @@
 """One sandbox that holds for every user (issue 11, items 4, 6 and 7).
 
-The learner's code runs as root's grader and as an ordinary user's in new PID, IPC, mount and
-network namespaces, sees only an allow list of the machine (no hidden tests, no solutions, no
-course directory, no other copy of the project), cannot undo its mounts or keep a privilege,
+The learner's code runs as root's grader and as an ordinary user's (a fresh sandbox, and one forked
+from a warm zygote as ``course autograde`` does) in new PID, IPC, mount and network namespaces, sees
+only an allow list of the machine (no hidden tests, no solutions, no course directory, no other copy
+of the project), cannot undo its mounts or keep a privilege,
 leaves no process, IPC object or mount behind, and its memory (memfd included) is capped by a
 cgroup where the machine has one. The grader reads replies of a few MB at most, parsed with
 guards, and the report names the isolation that really applied.
@@ -382,3 +383,185 @@ def test_course_grade_hides_solutions_and_hidden_tests(who, open_tmp, request):
     assert _digest(PROJECT_FILES) == before
     assert not _leftovers()
     assert peak_kb < 2_000_000, f"the grading process peaked at {peak_kb / 1024:.0f} MiB"
+
+
+# -- warm workers (a zygote per slot) as an ordinary user: a real class run -------------------
+# The hostile answer of predict_euler_halving: at cell time it reads the hidden tests, the solutions and
+# the course directory, writes into the project and the course directory, tries to unmount the stripped
+# library and to remount / writable (also from a nested user namespace), kills a process of the same user
+# outside the sandbox and every process it may signal, leaves SysV IPC objects and a detached process;
+# then the exercise hands what it saw to the grader in its exception (the feedback keeps 500 characters).
+WARM_HOSTILE = r'''
+import ctypes, json, os, signal, socket, subprocess
+_libc = ctypes.CDLL(None, use_errno=True)
+
+def _short(exc):  # FileNotFoundError -> FNFE (the feedback keeps 500 characters of the message)
+    return "".join(c for c in type(exc).__name__ if c.isupper())
+
+def _try(fn):
+    try:
+        fn()
+        return "ok"
+    except Exception as exc:
+        return _short(exc)
+
+def _ls(path):
+    try:
+        return len(os.listdir(path))
+    except OSError as exc:
+        return _short(exc)
+
+def _write(path):
+    with open(path, "a") as f:
+        f.write("x")
+
+_status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+_f = {"uid": os.getuid(), "pid": os.getpid(), "map": open("/proc/self/uid_map").read().split(),
+      "caps": [_status["CapEff"].strip(), _status["CapBnd"].strip(), _status["NoNewPrivs"].strip()],
+      "warm": "grader.engine.zygote" in open("/proc/self/cmdline").read().replace("\0", " ")}
+_f["read"] = [_try(lambda p=p: open(p).read(100)) for p in SECRETS]
+_f["ls"] = [_ls(p) for p in FOLDERS]
+_f["slash"] = sorted(os.listdir("/"))
+_f["root"] = sorted(os.listdir(ROOT))
+_f["write"] = [_try(lambda p=p: _write(p)) for p in TARGETS]
+_lib = os.path.dirname(LIBRARY).encode()
+_f["umount"] = _libc.umount2(_lib, 2) == 0
+_f["remount"] = _libc.mount(None, b"/", None, 32 | 4096, None) == 0
+if _libc.unshare(0x10000000 | 0x00020000) == 0:  # CLONE_NEWUSER | CLONE_NEWNS
+    _f["nested"] = [_libc.umount2(_lib, 2) == 0, _libc.mount(None, _lib, None, 32 | 4096, None) == 0]
+else:
+    _f["nested"] = [False, False]
+_f["stripped"] = "not available while grading" in open(LIBRARY).read()
+_f["net"] = _try(lambda: socket.create_connection(("1.1.1.1", 80), timeout=2))
+_f["kill"] = _try(lambda: os.kill(VICTIM, signal.SIGKILL))
+_f["killall"] = _try(lambda: os.kill(-1, signal.SIGKILL))
+_f["procs"] = len([p for p in os.listdir("/proc") if p.isdigit()])
+_libc.shmget.restype = ctypes.c_int
+_f["ipc"] = [_libc.shmget(0x5eed21, 4096, 0o1000 | 0o666) >= 0, _libc.msgget(0x5eed22, 0o1000 | 0o666) >= 0]
+subprocess.Popen(["sleep", "MARKER"], start_new_session=True)
+_FACTS = json.dumps(_f, separators=(",", ":"))
+
+def predict_euler_halving():
+    raise RuntimeError("FACTS" + _FACTS + "END")
+'''
+
+WARM_CLASS = r'''
+import json, sys
+from grader.workflows.autograde import Options, autograde
+course, a = sys.argv[1], sys.argv[2]
+lines = []
+autograde(course, a, workers=1, opts=Options(seed=3, budget_s=240, warm=True), log=lines.append)
+print(json.dumps(lines))
+'''
+
+
+def _tree_digest(top: Path) -> dict[str, str]:
+    return {str(p.relative_to(top)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(top.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.skipif(not LINUX, reason="warm workers and namespaces are Linux only")
+def test_warm_workers_as_an_ordinary_user(gradeuser, open_tmp):
+    """``course autograde`` as an ordinary user grades through warm zygotes (a supervisor forked per
+    sandbox, in user namespaces): the reference scores full marks, a hostile submission is contained as
+    on the cold path (test_sandbox_as_an_ordinary_user), the reports say namespaces+uid and warm, nothing
+    of the project or the course directory changes and nothing is left behind."""
+    import sqlite3
+
+    from support import reference_answers, with_answers
+
+    from grader.workflows.coursedir import init_class
+
+    a = "01_toy_flows"
+    marker = "4246.5"
+    # where the kernel refuses user namespaces the hostile code would run unconfined: skip before it runs
+    userns = subprocess.run(_as_user_prefix() + [sys.executable, "-c", "from grader.engine import supervisor as s\n"
+                                                 "s.unshare(s.CLONE_NEWUSER | s.CLONE_NEWPID | s.CLONE_NEWNS)"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if userns.returncode != 0:
+        pytest.skip(f"the kernel refuses user namespaces to {gradeuser}: {userns.stderr.strip()[-300:]}")
+    course = open_tmp / "course"
+    init_class(course, only=[a], quiet=True)
+    pw = pwd.getpwnam(gradeuser)
+    victim = subprocess.Popen(_as_user_prefix() + [shutil.which("sleep"), "4247.5"])  # the user's own process
+    try:
+        reference = reference_answers(a)
+        library = ROOT / "course" / "ode.py"
+        hostile = (WARM_HOSTILE.replace("MARKER", marker)
+                   .replace("SECRETS", repr([str(HIDDEN_DIR / "test_01_toy_flows.py"), str(SOLUTIONS / f"{a}.ipynb"),
+                                             str(course / "submitted" / "b-honest" / a / f"{a}.ipynb"),
+                                             str(course / "nbgrader_config.py")]))
+                   .replace("FOLDERS", repr([str(HIDDEN_DIR), str(SOLUTIONS), str(course), "/home"]))
+                   .replace("TARGETS", repr([str(ROOT / "course" / "x.py"), str(library), str(course / "gradebook.db"),
+                                             str(course / "release" / a / f"{a}.ipynb"), "/x"]))
+                   .replace("LIBRARY", repr(str(library))).replace("ROOT", repr(str(ROOT)))
+                   .replace("VICTIM", str(victim.pid)))
+        release = course / "release" / a / f"{a}.ipynb"
+        for student, answers in (("a-hostile", {**reference, "predict_euler_halving": hostile}),
+                                 ("b-honest", reference)):
+            folder = course / "submitted" / student / a
+            folder.mkdir(parents=True)
+            with_answers(release, answers, folder)
+        for path in [course, *course.rglob("*")]:
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        kept = {name: _tree_digest(course / name) for name in ("source", "release", "submitted")}
+        config = (course / "nbgrader_config.py").read_bytes()
+        before_mounts, before = _mount_count(), _digest(PROJECT_FILES)
+        done = subprocess.run(_as_user_prefix() + [sys.executable, "-c", WARM_CLASS, str(course), a], cwd=ROOT,
+                              capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "COURSE_THREADS": "1"})
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        lines = json.loads(done.stdout.strip().splitlines()[-1])
+        reports = {s: json.loads((course / "autograded" / s / a / "grader-report.json").read_text())
+                   for s in ("a-hostile", "b-honest")}
+        if {r["sandbox"] for r in reports.values()} != {"namespaces+uid"}:
+            pytest.skip(f"the kernel refuses user namespaces to {gradeuser}: "
+                        f"{[r['sandbox'] for r in reports.values()]} {lines[-3:]}")
+        # warm: one zygote forked both grading processes (the honest one after the hostile one), and their
+        # sandboxes' supervisors too
+        assert any("warm workers: 1 zygote start(s) for 1 slot(s)" in line for line in lines), lines
+        assert not any("no warm workers" in line or "graded cold" in line for line in lines), lines
+        workers = [r["worker"] for r in reports.values()]
+        assert {w["mode"] for w in workers} == {"warm"} and len({w["zygote"] for w in workers}) == 1, workers
+        assert victim.poll() is None, "the hostile submission killed a process outside its sandbox"
+    finally:
+        victim.kill()
+        victim.wait()
+    honest, hostile_report = reports["b-honest"], reports["a-hostile"]
+    assert honest["score"] == honest["max_score"], json.dumps(honest["exercises"], indent=1)[:3000]
+    for name, result in hostile_report["exercises"].items():
+        if name != "predict_euler_halving":
+            assert result["score"] == result["max_score"], (name, result)
+    text = "\n".join(hostile_report["exercises"]["predict_euler_halving"]["feedback"])
+    assert hostile_report["exercises"]["predict_euler_halving"]["score"] == 0 and "FACTS" in text, text
+    facts = json.loads(text.split("FACTS", 1)[1].split("END", 1)[0])
+    # the sandbox was forked by the zygote (its worker is the zygote's interpreter, not a new one) ...
+    assert facts["warm"] is True, facts
+    # ... and holds exactly what the cold path's probe asserts for an ordinary user
+    # its own PID namespace; a user namespace that maps its uid alone (nobody is root in it)
+    assert facts["pid"] == 1 and facts["uid"] != 0 and facts["map"] == [str(facts["uid"]), "0", "1"], facts
+    assert facts["caps"] == ["0000000000000000", "0000000000000000", "1"], facts
+    assert facts["read"] == ["FNFE"] * 4, facts  # hidden tests, solutions, the course directory: not there
+    assert facts["ls"][0] in (0, "FNFE") and facts["ls"][1:3] == ["FNFE"] * 2, facts  # grader/tests: empty
+    assert facts["ls"][3] in (0, "FNFE"), facts  # /home
+    assert set(facts["root"]) <= {".venv", "course", "grader", "checkpoints"}, facts
+    needed = {Path(p).resolve().parts[1] for p in (ROOT, sys.prefix, sys.base_prefix, sys.executable)
+              if len(Path(p).resolve().parts) > 1}
+    system = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "dev", "proc", "sys", "tmp"}
+    assert set(facts["slash"]) <= system | needed, facts
+    assert "ok" not in facts["write"], facts
+    assert not facts["umount"] and not facts["remount"] and facts["nested"] == [False, False], facts
+    assert facts["stripped"] is True, facts
+    assert facts["net"] != "ok" and facts["kill"] == "PLE", facts
+    assert facts["procs"] <= 4, facts
+    # nothing left behind, nothing changed
+    assert not any(f"sleep {marker}" in line for line in subprocess.run(
+        ["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines())
+    assert "5eed21" not in _ipc_keys() and "5eed22" not in _ipc_keys(), _ipc_keys()
+    assert _mount_count() == before_mounts and _digest(PROJECT_FILES) == before
+    assert not (ROOT / "course" / "x.py").exists()
+    assert {name: _tree_digest(course / name) for name in kept} == kept
+    assert (course / "nbgrader_config.py").read_bytes() == config
+    db = sqlite3.connect(course / "gradebook.db")
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM grade WHERE manual_score IS NOT NULL").fetchone()[0] == 0
