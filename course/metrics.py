@@ -97,6 +97,16 @@ def floor_and_spread(score: Callable[[torch.Tensor], float], sample_data: Callab
     return float(values.mean()), float(values.std()) if repeats > 1 else 0.0
 
 
+def score_and_spread(score: Callable[[torch.Tensor], float], draw: Callable[[int], torch.Tensor], n: int,
+                     repeats: int = 8) -> tuple[float, float]:
+    """A model's side of :func:`floor_and_spread`, computed the same way: ``score(draw(n))`` over
+    ``repeats`` independent draws of n samples (fresh noise each time), as (mean, standard deviation).
+    A model scored on one fixed noise draw inherits that draw's luck (every model fed the same draw
+    shares it), while its floor averages several data samples: average both, over the same number of
+    draws, and compare means. (The same computation as the floor's: one definition.)"""
+    return floor_and_spread(score, draw, n, repeats)
+
+
 def within_noise(value: float, floor: float, spread: float, k: float = 2.0) -> bool:
     """Is ``value`` within ``k`` standard deviations of the floor (indistinguishable from the data)?"""
     return abs(value - floor) <= k * spread

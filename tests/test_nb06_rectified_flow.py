@@ -176,3 +176,25 @@ class TestNotebook06(NotebookContract):
         assert m["sw_over_floor_1rf_1step"] >= 5.0, m  # ... one step does not
         assert m["straightness_ratio"] >= 100, m  # reflow: at least 100 times straighter
         assert m["sw_over_floor_2rf_1step"] <= 2.0, m  # 2-RF's single step lands within twice the floor
+        # like with like (issue 13 item 3): no model, not even the exact velocity, beats the data's floor
+        # beyond two of its spreads (scored on one shared noise draw, all of them sat at about 0.78)
+        lowest = 1 - 2 * m["sw_floor_sd_ratio"]
+        scores = {k: v for k, v in m.items() if k.startswith("sw_over_floor_")}
+        assert len(scores) == 10 and all(v >= lowest for v in scores.values()), (lowest, scores)
+        assert abs(m["sw_over_floor_exact_100step"] - 1) <= 2 * m["sw_floor_sd_ratio"], m
+
+
+def test_score_and_spread_is_the_floors_computation():
+    """Is a model's score averaged over independent draws exactly as its floor is (one definition), and
+    does one fixed draw's luck average out (issue 13 item 3)?"""
+    import torch
+
+    from course import metrics
+
+    score = lambda x: float(x.mean())
+    draw = lambda gen: (lambda n: torch.randn(n, generator=gen))
+    a = metrics.score_and_spread(score, draw(torch.Generator().manual_seed(3)), 50, repeats=6)
+    b = metrics.floor_and_spread(score, draw(torch.Generator().manual_seed(3)), 50, repeats=6)
+    assert a == b
+    mean, sd = metrics.score_and_spread(score, draw(torch.Generator().manual_seed(4)), 400, repeats=64)
+    assert abs(mean) < 4 * sd / 8 and 0.5 / 20 < sd < 2 / 20  # mean of 64 draws near 0; sd about 1/sqrt(400)

@@ -12,8 +12,8 @@ from course import rectified_flow as rf
 from course import velocity
 from course.gmm import gmm_score, noised_gmm_log_prob_and_score
 from grader.engine.api import Hint, Mismatch, Ref, build, exercise, expect, expect_close, expect_moments, expect_scalar, matches
-from grader.public.nb06_rectified_flow import (check_logit_normal, expect_no_graph, expect_one_euler_step, expect_pair,
-                                               expect_reflow_straightness, gaussian_velocity, generator, sorted_rows,
+from grader.public.nb06_rectified_flow import (check_logit_normal, expect_no_graph, expect_pair,
+                                               gaussian_velocity, generator, sorted_rows,
                                                tanh_velocity, tiny_mlp)
 
 
@@ -352,14 +352,4 @@ def test_logit_normal_uses_generator(sub, rng):
                     "Where to look: section 4, last sentence; the docstring's generator argument."])
 
 
-# -- questions --------------------------------------------------------------------------------
-@exercise("predict_one_euler_step", weight=0.5)
-def test_predict_one_euler_step_hidden(sub, rng):
-    """your prediction: where one Euler step of the 1-rectified flow lands"""
-    expect_one_euler_step(sub.call("predict_one_euler_step"))
-
-
-@exercise("predict_reflow_straightness", weight=0.5)
-def test_predict_reflow_straightness_hidden(sub, rng):
-    """your prediction: the straightness S after reflow"""
-    expect_reflow_straightness(sub.call("predict_reflow_straightness"))
+# -- questions: graded by their public checks alone (a hidden copy would only double their weight) --
