@@ -10,9 +10,8 @@ import torch
 
 from course import consistency as cm
 from course.edm import GMMDenoiser
-from grader.engine.api import Hint, Ref, expect, expect_choice, expect_close, expect_moments, exercise, generator, matches
-from grader.public.nb10_few_step import (BOUNDARY_WHERE, BOUNDARY_WHY_NOT, ONE_STEP_WHERE, ONE_STEP_WHY_NOT,
-                                          SIGMA_MIN, affine_consistency, check_loss, check_self_target_gradient,
+from grader.engine.api import Hint, Ref, expect, expect_close, expect_moments, exercise, generator, matches
+from grader.public.nb10_few_step import (SIGMA_MIN, affine_consistency, check_loss, check_self_target_gradient,
                                           consistency_fn_mistakes, consistency_model, expect_per_sample,
                                           gaussian_consistency, gaussian_denoiser, heun_closed_form,
                                           pseudo_huber_mistakes, sample_variants, tanh_net, teacher_step_mistakes)
@@ -254,16 +253,3 @@ def test_consistency_sample_uses_generator(sub, rng):
            "two calls with equally seeded generators gave different samples.",
            "Hint: draw the noise with torch.randn(x.shape, generator=generator), so that runs are reproducible.")
 
-
-# -- questions (predict, then run) ---------------------------------------------------------------
-@exercise("predict_one_step_ode")
-def test_predict_one_step_ode_hidden(sub, rng):
-    """predict_one_step_ode: the choice"""
-    expect_choice(sub.call("predict_one_step_ode"), "b", "predict_one_step_ode()", ONE_STEP_WHY_NOT,
-                  where=ONE_STEP_WHERE)
-
-
-@exercise("predict_boundary")
-def test_predict_boundary_hidden(sub, rng):
-    """predict_boundary: the choice"""
-    expect_choice(sub.call("predict_boundary"), "a", "predict_boundary()", BOUNDARY_WHY_NOT, where=BOUNDARY_WHERE)
