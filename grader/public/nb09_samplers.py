@@ -15,7 +15,6 @@ from course import edm, samplers
 from course.edm import GMMDenoiser
 from course.oracles import gmm_eps_model
 from course.schedules import make_alpha_bar
-from grader.engine.compare import WHERE_PREFIX
 from grader.engine.api import (Hint, Mismatch, Ref, build, expect, expect_choice, expect_close, expect_scalar,  # noqa: F401
                                expect_tensor, exercise, generator)
 
@@ -456,29 +455,14 @@ def test_vp_eps_to_denoiser_on_grid(sub, rng):
 # ---------------------------------------------------------------------------------------------
 # Questions: predict, then run (issue 13)
 # ---------------------------------------------------------------------------------------------
-def expect_count(actual, correct: int, what: str, hints, where: str = "") -> None:
-    """A predicted whole number. Unlike expect_scalar, the feedback never prints the right number (it
-    is the answer to a question): a known wrong count gets its hint, any other count ``where``."""
-    if isinstance(actual, torch.Tensor) and actual.numel() == 1:
-        actual = actual.item()
-    if isinstance(actual, bool) or not isinstance(actual, (int, float)):
-        raise Mismatch([f"{what} should return a number, but returned {type(actual).__name__}."])
-    if abs(actual - correct) < 1e-6:
-        return
-    lines = [f"{what} returned {actual:g}: not the right count."]
-    known = [h for h in hints if abs(actual - h.alternative) < 1e-6]
-    lines += known[0].lines() if known else ([WHERE_PREFIX + where] if where else [])
-    raise Mismatch(lines)
-
-
-HEUN_NFE_WRONG = [
-    Hint(20, "that is two evaluations on every step, the last one included.",
+HEUN_NFE_WRONG = [  # (a wrong count, what it means); the feedback never prints the right count
+    Hint(torch.tensor(20.0), "that is two evaluations on every step, the last one included.",
          where="section 4, Heun: what happens on the last step, to sigma = 0?"),
-    Hint(10, "that is Euler's count: one evaluation per step. Heun also evaluates D at the Euler point.",
+    Hint(torch.tensor(10.0), "that is Euler's count: one evaluation per step. Heun also evaluates D at the Euler point.",
          where="section 4, Heun: the corrector's slope d(x~_{i+1}, sigma_{i+1})."),
-    Hint(21, "count the steps: 11 levels (the final 0 included) make 10 steps, not 11.",
+    Hint(torch.tensor(21.0), "count the steps: 11 levels (the final 0 included) make 10 steps, not 11.",
          where="section 1: n levels, then a final 0."),
-    Hint(18, "only the last step (to sigma = 0) skips the correction; the other nine take two evaluations.",
+    Hint(torch.tensor(18.0), "only the last step (to sigma = 0) skips the correction; the other nine take two evaluations.",
          where="section 4, Heun: the exception is for the step to sigma_N = 0 only."),
 ]
 
@@ -493,8 +477,8 @@ DDIM_WHY_NOT = {
 @exercise("predict_heun_nfe")
 def test_predict_heun_nfe(sub, rng):
     """predict_heun_nfe: network evaluations of heun_sampler on 10 steps ending at sigma = 0"""
-    expect_count(sub.call("predict_heun_nfe"), 19, "predict_heun_nfe()", HEUN_NFE_WRONG,
-                 where="section 4, Heun: two evaluations per step, except where the text says otherwise.")
+    expect_scalar(sub.call("predict_heun_nfe"), 19, "predict_heun_nfe()", reveal=False, rtol=0, atol=1e-6,
+                  hints=HEUN_NFE_WRONG)
 
 
 @exercise("predict_ddim_is_euler")

@@ -10,9 +10,9 @@ import torch
 from course import edm, samplers
 from course.edm import GMMDenoiser
 from course.schedules import make_schedule
-from grader.engine.api import Hint, Mismatch, Ref, build, expect, expect_choice, expect_close, exercise
-from grader.public.nb09_samplers import (DDIM_WHY_NOT, HEUN_NFE_WRONG, check_karras, check_precond, check_sampler_output,
-                                         denoiser_variants, expect_count, loss_variants, mixture_denoiser,
+from grader.engine.api import Hint, Mismatch, Ref, build, expect, expect_close, exercise
+from grader.public.nb09_samplers import (check_karras, check_precond, check_sampler_output,
+                                         denoiser_variants, loss_variants, mixture_denoiser,
                                          sampler_expected, toy_network, v_to_x0_hints, vp_case)
 
 
@@ -263,17 +263,3 @@ def test_vp_eps_to_denoiser_random(sub, rng):
     expect_close(got, expected, "vp_eps_to_denoiser(eps_model, alpha_bar)(x, sigma) at random DDPM steps' sigmas",
                  rtol=2e-3, atol=2e-3, hints=hints)
 
-
-# -- questions (predict, then run) ---------------------------------------------------------------
-@exercise("predict_heun_nfe")
-def test_predict_heun_nfe_hidden(sub, rng):
-    """predict_heun_nfe: the count of network evaluations"""
-    expect_count(sub.call("predict_heun_nfe"), 19, "predict_heun_nfe()", HEUN_NFE_WRONG,
-                 where="section 4, Heun: two evaluations per step, except on the step to sigma = 0.")
-
-
-@exercise("predict_ddim_is_euler")
-def test_predict_ddim_is_euler_hidden(sub, rng):
-    """predict_ddim_is_euler: the choice"""
-    expect_choice(sub.call("predict_ddim_is_euler"), "b", "predict_ddim_is_euler()", DDIM_WHY_NOT,
-                  where="section 6, DDIM, Euler and first-order DPM-Solver written side by side.")
