@@ -28,6 +28,11 @@ How to build and call the text model (also for an in-context editor)::
     out = model(x, 1000 * t, *tokenize([""] * B, VOCAB, MAX_LEN))  # the unconditional prediction
     ctx = model.embed_image(x_source, frame=1)                 # (B, N, dim): tokens of a context image
     out = model(x, 1000 * t, ids, pad, extra_tokens=ctx)       # they join the sequence; output is x's part
+
+Notebook 11 builds these from the learner's exercises, never the library's (stubs in its staged
+bundle): ``TextDiT(..., parts=dict(patchify=..., unpatchify=..., modulate=..., CrossAttention=...,
+JointAttention=...))``, and DiT's conditioning ablation as ``conditioning_variant(their_dit,
+"adaln" or "in_context", their DiTBlock class, modulate=their_modulate)``, which swaps the blocks.
 """
 from __future__ import annotations
 
@@ -132,18 +137,22 @@ class DiTBlock(nn.Module):
 
 
 class AdaLNBlock(nn.Module):
-    """Plain adaLN (DiT's ablation): shift and scale from the condition, no gates, default init."""
+    """Plain adaLN (DiT's ablation, Peebles & Xie 2023, Sec. 3.2): shift and scale from the
+    condition, no gates, default init. ``modulate``: the modulation function to use (notebook 11
+    passes the learner's); None, the library's (looked up when the block runs)."""
 
-    def __init__(self, dim: int, heads: int, cond_dim: int):
+    def __init__(self, dim: int, heads: int, cond_dim: int, modulate=None):
         super().__init__()
         self.norm1, self.attn = layer_norm(dim), SelfAttention(dim, heads)
         self.norm2, self.mlp = layer_norm(dim), mlp(dim)
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 4 * dim))
+        self.modulate_fn = modulate
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        mod = self.modulate_fn or modulate
         shift1, scale1, shift2, scale2 = self.adaLN(c).chunk(4, dim=-1)
-        x = x + self.attn(modulate(self.norm1(x), shift1, scale1))
-        return x + self.mlp(modulate(self.norm2(x), shift2, scale2))
+        x = x + self.attn(mod(self.norm1(x), shift1, scale1))
+        return x + self.mlp(mod(self.norm2(x), shift2, scale2))
 
 
 class PlainBlock(nn.Module):
@@ -158,6 +167,23 @@ class PlainBlock(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, pad_mask: torch.Tensor | None = None):
         x = x + self.attn(self.norm1(x), pad_mask)
         return x + self.mlp(self.norm2(x))
+
+
+class InContextBlock(PlainBlock):
+    """A ``PlainBlock`` at an end of an in-context stack (DiT's in-context conditioning, Peebles & Xie
+    2023, Sec. 3.2): ``first`` appends the condition c (B, dim) to the sequence as one more token
+    before its layers, ``last`` drops that token after them; so c enters once and every block between
+    attends to it. Its parameters (and state-dict keys) are a ``PlainBlock``'s."""
+
+    def __init__(self, dim: int, heads: int, first: bool = False, last: bool = False):
+        super().__init__(dim, heads)
+        self.first, self.last = first, last
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, pad_mask: torch.Tensor | None = None):
+        if self.first:
+            x = torch.cat([x, c[:, None]], dim=1)  # (B, T + 1, dim)
+        x = super().forward(x)
+        return x[:, :-1] if self.last else x  # (B, T, dim) after the last block
 
 
 class FinalLayer(nn.Module):
@@ -242,8 +268,118 @@ class DiT(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
+# The conditioning ablation, by module surgery on any DiT
+# ---------------------------------------------------------------------------------------------
+def _first_param(module: nn.Module) -> torch.Tensor | None:
+    return next(module.parameters(), None)
+
+
+def _heads_of(block: nn.Module) -> int | None:
+    """The number of attention heads a block declares (``heads``, or ``num_heads`` of nn.MultiheadAttention)."""
+    for m in block.modules():
+        for name in ("heads", "num_heads"):
+            value = getattr(m, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+def conditioning_variant(model: nn.Module, conditioning: str, block_type: type, heads: int | None = None,
+                         modulate=None) -> nn.Module:
+    """``model`` (a DiT) with another of DiT's ways of conditioning (Peebles & Xie 2023, Sec. 3.2 and
+    Fig. 5), made by swapping its modules in place; returns ``model``.
+
+    Nothing of the model's own code or attribute names is assumed, only that its transformer blocks
+    are instances of ``block_type``, each called as ``block(h, c)`` with c (B, cond_dim), in the
+    order the model registers them (an ``nn.ModuleList``), and that its decoder is a ``FinalLayer``
+    called as ``final(h, c)``. Sizes are read from the ``FinalLayer``'s linear layers (dim, cond_dim,
+    out_dim); ``heads`` from the blocks (an attribute ``heads`` or ``num_heads``) unless given.
+
+    - ``"adaln"``: every block becomes an ``AdaLNBlock(dim, heads, cond_dim, modulate)`` (shift and
+      scale from c, no gates, default initialisation) and the ``FinalLayer`` a new one without the
+      zero initialisation;
+    - ``"in_context"``: every block becomes a ``PlainBlock``; the first appends c to the sequence as
+      one more token and the last drops it (``InContextBlock``), so the token enters once and persists
+      through every block; the ``FinalLayer`` becomes a non-adaptive one (``adaptive=False``).
+
+    ``modulate``: the modulation function of the adaLN blocks (None: the library's, looked up when
+    they run). The new modules get the device and dtype of the ones they replace.
+    """
+    if conditioning not in ("adaln", "in_context"):
+        raise ValueError(f"conditioning must be 'adaln' or 'in_context', not {conditioning!r}")
+    owners = {id(m): (parent, name) for parent in model.modules() for name, m in parent.named_children()}
+    blocks = [m for m in model.modules() if isinstance(m, block_type)]
+    finals = [m for m in model.modules() if isinstance(m, FinalLayer)]
+    kind = getattr(block_type, "__name__", str(block_type))
+    if not blocks:
+        raise ValueError(f"the conditioning ablation swaps the transformer blocks of your {type(model).__name__}, "
+                         f"but it holds no {kind} instance: build its blocks as {kind}(dim, heads, dim), "
+                         f"kept in the model (an nn.ModuleList), each called as block(h, c)")
+    if not finals:
+        raise ValueError(f"the conditioning ablation replaces the decoder of your {type(model).__name__}, but it "
+                         "holds no FinalLayer: use the given FinalLayer(dim, dim, in_ch * patch**2) (from "
+                         "course.dit, in the setup cell) as its decoder, called as final(h, c)")
+    if any(m is model for m in blocks + finals):
+        raise ValueError("conditioning_variant converts a whole DiT, not a single block or FinalLayer")
+    final = finals[-1]
+    if final.adaLN is None:
+        raise ValueError("the model's FinalLayer is not adaptive: the model is already an in-context variant")
+    dim, cond_dim = final.linear.in_features, final.adaLN[1].in_features
+    heads = heads if heads is not None else _heads_of(blocks[0])
+    if heads is None:
+        raise ValueError(f"cannot tell how many attention heads your {kind} has (no attribute 'heads' or "
+                         "'num_heads'): pass heads=...")
+    if conditioning == "in_context" and cond_dim != dim:
+        raise ValueError(f"in-context conditioning puts c into the sequence as a token: it needs cond_dim == dim "
+                         f"(here {cond_dim} and {dim})")
+
+    def swap(old: nn.Module, new: nn.Module) -> None:
+        parent, name = owners[id(old)]
+        ref = _first_param(old)
+        if ref is not None:
+            new = new.to(device=ref.device, dtype=ref.dtype)
+        setattr(parent, name, new)
+
+    for i, block in enumerate(blocks):
+        if conditioning == "adaln":
+            swap(block, AdaLNBlock(dim, heads, cond_dim, modulate=modulate))
+        elif i == 0 or i == len(blocks) - 1:
+            swap(block, InContextBlock(dim, heads, first=i == 0, last=i == len(blocks) - 1))
+        else:
+            swap(block, PlainBlock(dim, heads))
+    for f in finals:
+        f_cond = f.adaLN[1].in_features if f.adaLN is not None else cond_dim
+        swap(f, FinalLayer(f.linear.in_features, f_cond, f.linear.out_features,
+                           adaptive=conditioning != "in_context", zero=conditioning != "adaln"))
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
 # Text-conditioned DiT
 # ---------------------------------------------------------------------------------------------
+PARTS = ("patchify", "unpatchify", "modulate", "CrossAttention", "JointAttention")
+
+
+def check_parts(parts) -> dict:
+    """``parts`` as a dict (None: empty); a name outside :data:`PARTS` is refused (a typo would
+    otherwise fall back to the library's silently)."""
+    parts = dict(parts or {})
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown parts {unknown}: TextDiT takes {', '.join(PARTS)}")
+    return parts
+
+
+def part(parts: dict | None, name: str):
+    """``parts[name]`` when given, else the library's own (looked up now, when called, not at import:
+    notebook 11 hands the text model the learner's patchify, unpatchify, modulate, CrossAttention and
+    JointAttention)."""
+    if parts and name in parts:
+        return parts[name]
+    return {"patchify": patchify, "unpatchify": unpatchify, "modulate": modulate,
+            "CrossAttention": CrossAttention, "JointAttention": JointAttention}[name]
+
+
 class CrossDiTBlock(nn.Module):
     """adaLN-Zero block with a cross-attention sub-layer to the text tokens (PixArt-alpha style,
     Chen et al. 2023, with its own zero-initialised gate):
@@ -253,14 +389,16 @@ class CrossDiTBlock(nn.Module):
         x = x + gate3 * MLP(modulate(LN(x), shift3, scale3))
     """
 
-    def __init__(self, dim: int, heads: int, cond_dim: int):
+    def __init__(self, dim: int, heads: int, cond_dim: int, parts: dict | None = None):
         super().__init__()
+        self.parts = check_parts(parts)
         self.norm1, self.attn = layer_norm(dim), SelfAttention(dim, heads)
-        self.norm2, self.cross = layer_norm(dim), CrossAttention(dim, dim, heads)
+        self.norm2, self.cross = layer_norm(dim), part(self.parts, "CrossAttention")(dim, dim, heads)
         self.norm3, self.mlp = layer_norm(dim), mlp(dim)
         self.adaLN = nn.Sequential(nn.SiLU(), zero_(nn.Linear(cond_dim, 9 * dim)))
 
     def forward(self, x, text, pad_mask, c):
+        modulate = part(self.parts, "modulate")
         s1, a1, g1, s2, a2, g2, s3, a3, g3 = self.adaLN(c).chunk(9, dim=-1)
         x = x + g1[:, None] * self.attn(modulate(self.norm1(x), s1, a1))
         x = x + g2[:, None] * self.cross(modulate(self.norm2(x), s2, a2), text, pad_mask)
@@ -272,16 +410,18 @@ class MMDiTBlock(nn.Module):
     """MM-DiT block (Esser et al. 2024, Fig. 2b): two streams, image and text, each with its own
     adaLN-Zero modulation and MLP, meeting in one joint attention."""
 
-    def __init__(self, dim: int, heads: int, cond_dim: int):
+    def __init__(self, dim: int, heads: int, cond_dim: int, parts: dict | None = None):
         super().__init__()
+        self.parts = check_parts(parts)
         self.norm1_x, self.norm1_c = layer_norm(dim), layer_norm(dim)
-        self.attn = JointAttention(dim, heads)
+        self.attn = part(self.parts, "JointAttention")(dim, heads)
         self.norm2_x, self.norm2_c = layer_norm(dim), layer_norm(dim)
         self.mlp_x, self.mlp_c = mlp(dim), mlp(dim)
         self.adaLN_x = nn.Sequential(nn.SiLU(), zero_(nn.Linear(cond_dim, 6 * dim)))
         self.adaLN_c = nn.Sequential(nn.SiLU(), zero_(nn.Linear(cond_dim, 6 * dim)))
 
     def forward(self, x, text, pad_mask, c):
+        modulate = part(self.parts, "modulate")
         sx1, ax1, gx1, sx2, ax2, gx2 = self.adaLN_x(c).chunk(6, dim=-1)
         sc1, ac1, gc1, sc2, ac2, gc2 = self.adaLN_c(c).chunk(6, dim=-1)
         hx, hc = self.attn(modulate(self.norm1_x(x), sx1, ax1), modulate(self.norm1_c(text), sc1, ac1), pad_mask)
@@ -305,11 +445,17 @@ class TextDiT(nn.Module):
     learned frame vector, FLUX.1 Kontext's offset for context images); pass them as
     ``extra_tokens`` (B, K, dim) to put them into the sequence: they are attended to, and dropped
     from the output, which is x's prediction (B, C, H, W).
+
+    ``parts``: a dict naming the building blocks to use, any of ``patchify``, ``unpatchify``,
+    ``modulate``, ``CrossAttention``, ``JointAttention`` (notebook 11 passes the learner's); the others
+    are the library's own, looked up when the model is built or run.
     """
 
     def __init__(self, in_ch: int, image_size: int, patch: int, dim: int, depth: int, heads: int,
-                 vocab_size: int, max_len: int, attention: str = "cross", text_layers: int = 1):
+                 vocab_size: int, max_len: int, attention: str = "cross", text_layers: int = 1,
+                 parts: dict | None = None):
         super().__init__()
+        self.parts = check_parts(parts)
         self.in_ch, self.image_size, self.patch, self.attention = in_ch, image_size, patch, attention
         self.x_embed = nn.Linear(in_ch * patch * patch, dim)
         self.register_buffer("pos_embed", sincos_pos_embed(image_size // patch, dim), persistent=False)
@@ -322,12 +468,12 @@ class TextDiT(nn.Module):
         self.text_encoder = nn.ModuleList([PlainBlock(dim, heads) for _ in range(text_layers)])
         self.pooled = nn.Linear(dim, dim)
         block = {"cross": CrossDiTBlock, "joint": MMDiTBlock}[attention]
-        self.blocks = nn.ModuleList([block(dim, heads, dim) for _ in range(depth)])
+        self.blocks = nn.ModuleList([block(dim, heads, dim, parts=self.parts) for _ in range(depth)])
         self.final = FinalLayer(dim, dim, in_ch * patch * patch)
 
     def embed_image(self, x: torch.Tensor, frame: int = 0) -> torch.Tensor:
         """(B, C, H, W) -> tokens (B, (H/p)(W/p), dim) with positions (and the frame offset)."""
-        return self.x_embed(patchify(x, self.patch)) + self.pos_embed + frame * self.frame_embed
+        return self.x_embed(part(self.parts, "patchify")(x, self.patch)) + self.pos_embed + frame * self.frame_embed
 
     def encode_text(self, tokens: torch.Tensor, pad_mask: torch.Tensor):
         """(tokens (B, M), pad_mask (B, M)) -> text (B, M + 1, dim), mask (B, M + 1), pooled (B, dim)."""
@@ -353,7 +499,7 @@ class TextDiT(nn.Module):
         c = self.t_embed(timestep_embedding(t.expand(B) if t.dim() == 0 else t, self.dim)) + self.pooled(pooled)
         for block in self.blocks:
             h, text = block(h, text, mask, c)
-        return unpatchify(self.final(h[:, :T], c), self.patch, C, H, W)
+        return part(self.parts, "unpatchify")(self.final(h[:, :T], c), self.patch, C, H, W)
 
 
 def n_params(module: nn.Module) -> int:

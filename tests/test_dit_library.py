@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from course import captions as cap
-from course.dit import DiT, DiTBlock, TextDiT, modulate, n_params, patchify, unpatchify
+from course import dit as dit_lib
+from course.dit import (DiT, DiTBlock, FinalLayer, SelfAttention, TextDiT, conditioning_variant, modulate,
+                        n_params, patchify, unpatchify)
+from course.embedding import timestep_embedding
 from course.text import CrossAttention, JointAttention, tokenize
 
 
@@ -73,6 +76,118 @@ def test_new_dit_predicts_zero():
     assert net(torch.randn(2, 1, 8, 8), torch.tensor([3, 4])).abs().max() == 0
 
 
+# -- the conditioning ablation by module surgery -----------------------------------------------
+class LearnerBlock(torch.nn.Module):
+    """A learner's adaLN-Zero block with its own names (fused modulation layer, SiLU inside forward)."""
+
+    def __init__(self, dim, heads, cond_dim):
+        super().__init__()
+        self.ln_a = torch.nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ln_b = torch.nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.att = SelfAttention(dim, heads)
+        self.ff = torch.nn.Sequential(torch.nn.Linear(dim, 4 * dim), torch.nn.GELU(approximate="tanh"),
+                                      torch.nn.Linear(4 * dim, dim))
+        self.to_mod = torch.nn.Linear(cond_dim, 6 * dim)
+        torch.nn.init.zeros_(self.to_mod.weight)
+        torch.nn.init.zeros_(self.to_mod.bias)
+
+    def forward(self, x, c):
+        b1, s1, g1, b2, s2, g2 = self.to_mod(torch.nn.functional.silu(c)).unsqueeze(1).chunk(6, dim=-1)
+        x = x + g1 * self.att(self.ln_a(x) * (1 + s1) + b1)
+        return x + g2 * self.ff(self.ln_b(x) * (1 + s2) + b2)
+
+
+class LearnerDiT(torch.nn.Module):
+    """A learner's DiT with other attribute names than the library's (embed, time, labels, stack, head)."""
+
+    def __init__(self, in_ch, image_size, patch, dim, depth, heads, n_classes=None):
+        super().__init__()
+        self.p, self.d, self.k = patch, dim, n_classes
+        self.embed = torch.nn.Linear(in_ch * patch * patch, dim)
+        self.register_buffer("pos", dit_lib.sincos_pos_embed(image_size // patch, dim), persistent=False)
+        self.time = dit_lib.time_mlp(dim)
+        self.labels = torch.nn.Embedding(n_classes + 1, dim)
+        self.stack = torch.nn.ModuleList(LearnerBlock(dim, heads, dim) for _ in range(depth))
+        self.head = FinalLayer(dim, dim, in_ch * patch * patch)
+
+    def forward(self, x, t, y=None):
+        B, C, H, W = x.shape
+        h = self.embed(patchify(x, self.p)) + self.pos
+        y = torch.full((B,), self.k) if y is None else y
+        c = self.time(timestep_embedding(t, self.d)) + self.labels(y)
+        for block in self.stack:
+            h = block(h, c)
+        return unpatchify(self.head(h, c), self.p, C, H, W)
+
+
+LEARNER_TO_LIBRARY = {"embed.": "x_embed.", "time.": "t_embed.", "labels.": "y_embed.", "stack.": "blocks.",
+                      "head.": "final."}
+
+
+def _as_learner(state):
+    back = {v: k for k, v in LEARNER_TO_LIBRARY.items()}
+    return {next(back[p] + k[len(p):] for p in back if k.startswith(p)): v for k, v in state.items()}
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("conditioning", ["adaln", "in_context"])
+def test_conditioning_variant_of_a_dit_computes_the_library_variant(conditioning, depth):
+    """Does swapping the blocks of a DiT (the library's, and a learner's with other names) give DiT's
+    adaLN / in-context variant: as many parameters, and the output of course.dit.DiT(conditioning=...)
+    given the same weights? (depth 1: one block appends and drops the condition token.)"""
+    torch.manual_seed(0)
+    lib = jiggle(DiT(1, 8, 2, 32, depth, 4, n_classes=10, conditioning=conditioning))
+    x, t, y = torch.randn(3, 1, 8, 8), torch.tensor([1, 500, 900]), torch.tensor([1, 2, 10])
+    with torch.no_grad():
+        want = lib(x, t, y)
+    for model, block_type, state in [(DiT(1, 8, 2, 32, depth, 4, n_classes=10), DiTBlock, lib.state_dict()),
+                                     (LearnerDiT(1, 8, 2, 32, depth, 4, n_classes=10), LearnerBlock,
+                                      _as_learner(lib.state_dict()))]:
+        converted = conditioning_variant(model, conditioning, block_type)
+        assert converted is model and n_params(converted) == n_params(lib)
+        assert not [m for m in converted.modules() if isinstance(m, block_type)]
+        converted.load_state_dict(state)  # strict: the same entries, the same shapes
+        with torch.no_grad():
+            assert torch.allclose(converted(x, t, y), want, atol=1e-5), type(model).__name__
+
+
+def test_conditioning_variant_starts_like_the_library_variant():
+    """adaLN: no zero initialisation anywhere (a new model's output is not 0); in-context: the decoder
+    starts at zero, as the library's in-context DiT."""
+    torch.manual_seed(0)
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 700])
+    with torch.no_grad():
+        assert conditioning_variant(DiT(1, 8, 2, 32, 2, 4, 10), "adaln", DiTBlock)(x, t).abs().max() > 1e-3
+        assert conditioning_variant(DiT(1, 8, 2, 32, 2, 4, 10), "in_context", DiTBlock)(x, t).abs().max() == 0
+
+
+def test_the_adaln_variant_calls_the_modulate_it_is_given():
+    """The adaLN blocks use the modulate function handed to conditioning_variant (notebook 11: the
+    learner's), twice per block per call."""
+    calls = []
+
+    def my_modulate(x, shift, scale):
+        calls.append(x.shape)
+        return x * (1 + scale[:, None, :]) + shift[:, None, :]
+
+    model = conditioning_variant(DiT(1, 8, 2, 32, 3, 4, 10), "adaln", DiTBlock, modulate=my_modulate)
+    with torch.no_grad():
+        model(torch.randn(2, 1, 8, 8), torch.tensor([3, 700]))
+    assert len(calls) == 6
+
+
+def test_conditioning_variant_says_what_it_needs():
+    """A DiT without DiTBlock instances, or without the given FinalLayer, gets a clear message."""
+    with pytest.raises(ValueError, match="holds no DiTBlock instance"):
+        conditioning_variant(LearnerDiT(1, 8, 2, 32, 2, 4, 10), "adaln", DiTBlock)
+    no_final = LearnerDiT(1, 8, 2, 32, 2, 4, 10)
+    no_final.head = torch.nn.Linear(32, 4)
+    with pytest.raises(ValueError, match="holds no FinalLayer"):
+        conditioning_variant(no_final, "in_context", LearnerBlock)
+    with pytest.raises(ValueError, match="'adaln' or 'in_context'"):
+        conditioning_variant(DiT(1, 8, 2, 32, 2, 4, 10), "cross_attention", DiTBlock)
+
+
 # -- text -------------------------------------------------------------------------------------
 def test_tokenize_pads_and_masks():
     """Does tokenize pad with id 0, cut at max_len, map unknown words to <unk>, and mark padding True?"""
@@ -132,6 +247,45 @@ def test_text_dit_follows_the_caption_and_takes_extra_tokens(attention):
         with_ctx = net(x, t, ids, pad, extra_tokens=ctx)
         assert with_ctx.shape == x.shape and (with_ctx - out).abs().mean() > 1e-4
     assert n_params(net) > 0
+
+
+@pytest.mark.parametrize("attention", ["cross", "joint"])
+def test_text_dit_uses_the_parts_it_is_given(attention):
+    """TextDiT(parts=...) builds and runs with the given patchify, unpatchify, modulate and attention
+    class (notebook 11: the learner's); without parts, the library's, with the same state-dict keys
+    (notebook 12's editor checkpoint); an unknown part is refused."""
+    used = set()
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            used.add(name)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    class MyCross(CrossAttention):
+        pass
+
+    class MyJoint(JointAttention):
+        pass
+
+    parts = dict(patchify=spy("patchify", patchify), unpatchify=spy("unpatchify", unpatchify),
+                 modulate=spy("modulate", modulate), CrossAttention=MyCross, JointAttention=MyJoint)
+    torch.manual_seed(0)
+    mine = TextDiT(1, 8, 2, 32, 2, 4, len(cap.VOCAB), cap.MAX_LEN, attention=attention, parts=parts)
+    torch.manual_seed(0)
+    lib = TextDiT(1, 8, 2, 32, 2, 4, len(cap.VOCAB), cap.MAX_LEN, attention=attention)
+    assert list(mine.state_dict()) == list(lib.state_dict())
+    jiggle(lib)
+    mine.load_state_dict(lib.state_dict())
+    attn_type = MyCross if attention == "cross" else MyJoint
+    assert sum(isinstance(m, attn_type) for m in mine.modules()) == 2
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([10, 900])
+    ids, pad = tokenize(["a thick seven", ""], cap.VOCAB, cap.MAX_LEN)
+    with torch.no_grad():
+        assert torch.allclose(mine(x, t, ids, pad), lib(x, t, ids, pad), atol=1e-6)
+    assert used == {"patchify", "unpatchify", "modulate"}
+    with pytest.raises(ValueError, match="unknown parts"):
+        TextDiT(1, 8, 2, 32, 2, 4, len(cap.VOCAB), cap.MAX_LEN, parts=dict(patchfy=patchify))
 
 
 # -- captions ---------------------------------------------------------------------------------

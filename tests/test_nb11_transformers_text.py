@@ -306,3 +306,53 @@ def test_checkpoints_fit_the_library_models(name):
             [torch.tensor([3, 4])] if name != "11_text_dit" else
             list(__import__("course.text", fromlist=["tokenize"]).tokenize(["a thick seven", ""], cap.VOCAB, cap.MAX_LEN))
         ))).all()
+
+
+def _library_uses(source: str, library: set[str], aliases: dict | None = None) -> list[str]:
+    """Where ``source`` reaches the library's implementation of an exercise (``"course.dit:DiT"``): imported
+    by name, through a module alias (``aliases``: name -> module, kept from earlier cells), or by a library
+    model built without the learner's parts."""
+    import ast
+
+    aliases = {"course": "course"} if aliases is None else aliases
+    tree, found = ast.parse(source), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            aliases.update({(a.asname or a.name).split(".")[0]: (a.name if a.asname else a.name.split(".")[0])
+                            for a in node.names if a.name.startswith("course")})
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("course"):
+            for a in node.names:
+                if f"{node.module}:{a.name}" in library:
+                    found.append(f"from {node.module} import {a.name}")
+                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            base = ast.unparse(node.value)
+            head, _, rest = base.partition(".")
+            module = aliases.get(head, "") + (f".{rest}" if rest else "")
+            if f"{module}:{node.attr}" in library:
+                found.append(ast.unparse(node))
+        elif isinstance(node, ast.Call):
+            name = ast.unparse(node.func).split(".")[-1]
+            keywords = {k.arg for k in node.keywords}
+            if name == "TextDiT" and "parts" not in keywords or name == "conditioning_variant" and "modulate" not in keywords:
+                found.append(f"{ast.unparse(node)[:60]}... without the learner's parts")
+    return found
+
+
+def test_the_notebook_reaches_no_library_implementation_of_its_own_exercises():
+    """Notebook 11 runs in its staged bundle, where the library's patchify, ..., DiT, tokenize and the two
+    attention classes are stubs: outside the answer cells, no cell imports or calls them, and the library's
+    models that use them (TextDiT, conditioning_variant's adaLN blocks) are handed the learner's. (Before:
+    the ablation built course.dit.DiT(conditioning=...), the text model the library's TextDiT.)"""
+    from grader.engine.strip import notebook_code
+    from grader.public.nb11_transformers_text import EXERCISES, LIBRARY
+
+    library = set(LIBRARY.values())
+    assert sorted(_library_uses("from course import dit as d\nm = d.DiT(1)\nfrom course.text import tokenize\n"
+                                "import course.dit\ncourse.dit.modulate\nTextDiT(1)\n", library)) == [
+        "TextDiT(1)... without the learner's parts", "course.dit.modulate", "d.DiT", "from course.text import tokenize"]
+    aliases = {"course": "course"}  # the kernel's names, cell after cell
+    uses = {i: _library_uses(src, library, aliases) for i, (gid, src) in enumerate(notebook_code(SOLUTION))
+            if gid not in EXERCISES}
+    assert {i: u for i, u in uses.items() if u} == {}

@@ -272,14 +272,14 @@ def test_without_through_everything_ships_for_self_study(tmp_path):
 # gmm_log_prob), 05 runs annealed Langevin and the PF-ODE with the learner's langevin_step and pf_ode_drift
 # (not course.score.annealed_langevin / course.sde.pf_ode_sample, which call 05's exercises) and its mixture
 # oracle course.sde.vp_gmm_score_fn computes the VP marginal itself (not 05's vp_marginal), and 09's
-# course.samplers.reference_solution 01's rk4_step: 02-10 and 12 run whole in their bundles with -m slow (none
-# under 30 s: 05 1.5-3.5 min, 07 3 min, 08 4.5 min, 09 4 min, 10 3.5 min, 12 4.5 min on 2 loaded cores, 2026-11-30).
+# course.samplers.reference_solution 01's rk4_step, and 11 builds its conditioning ablation from the learner's DiT
+# (course.dit.conditioning_variant swaps its DiTBlocks) and hands TextDiT the learner's parts: 02-12 run whole in their
+# bundles with -m slow (none under 30 s: 05 1.5-3.5 min, 07 3 min, 08 4.5 min, 09 4 min, 10 3.5 min, 11 2 min,
+# 12 4.5 min on 2 loaded cores, 2026-11-30).
 SLOW_IN_BUNDLE = ["02_neural_odes", "04_ddim", "05_score_sde", "06_rectified_flow", "07_guidance", "08_latent_unet",
                   "09_samplers", "10_few_step", "11_transformers_text", "12_control_editing"]
 RUN_GAPS = {  # notebook -> why its whole run fails in its bundle (the notebook's owner must change it)
     **BUILD_GAPS,
-    "11_transformers_text": "the conditioning ablation (train_variant) builds course.dit.DiT(..., conditioning=...), "
-                            "11's own exercise and a stub in its bundle: NotImplementedError at 'adaLN'",
 }
 
 
