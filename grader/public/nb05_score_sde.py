@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from course import gmm, score, sde
+from course import score, sde
 from course.batching import time_batch
 from grader.engine.api import Hint, Ref, build, exercise, expect, expect_choice, expect_close
 
@@ -84,18 +84,10 @@ def vp_gaussian_score(mu, s: float, beta_min: float = 0.1, beta_max: float = 20.
 
 
 def vp_mixture_score(means, stds, weights, beta_min: float = 0.1, beta_max: float = 20.0):
-    """score_fn(x, t): the exact score of a mixture diffused by the VP SDE, from the marginal's closed form
-    (mean_coef m(t) as in vp_gaussian_score, std sqrt(1 - m^2)) and the noised mixture's score
-    (course.gmm.noised_gmm_log_prob_and_score): no exercise of 05 (vp_marginal, gmm_score) inside."""
-    means, stds, weights = _t(means), _t(stds), _t(weights)
-
-    def score_fn(x, t):
-        t = time_batch(t, x)  # (B,)
-        log_m = -0.5 * beta_min * t - 0.25 * t ** 2 * (beta_max - beta_min)
-        return gmm.noised_gmm_log_prob_and_score(x, torch.exp(log_m), torch.sqrt(-torch.expm1(2 * log_m)),
-                                                 means, stds, weights)[1]
-
-    return score_fn
+    """score_fn(x, t): the exact score of a mixture diffused by the VP SDE: the library's oracle
+    ``course.sde.vp_gmm_score_fn`` (the marginal's closed form and the noised mixture's score; no
+    exercise of 05, such as vp_marginal or gmm_score, inside)."""
+    return sde.vp_gmm_score_fn(_t(means), _t(stds), _t(weights), beta_min, beta_max)
 
 
 def counting_vp_mixture_score(means, stds, weights):
