@@ -263,10 +263,13 @@ def check_fast_claims(metrics: dict) -> None:
     if (ROOT / "checkpoints" / "03_moons_eps.pt").is_file():  # the trained model: samples near the data
         assert metrics["w_ratio_2d"] < 1 + 4 * metrics["w_2d_floor_sd_ratio"] + 0.25, metrics
     if (ROOT / "checkpoints" / "03_digits_eps.pt").is_file():
-        # the text: 93-101 for the two variances, about 7x the floor (far from data, far from noise)
+        # the text: about 3x the floor for both variances in full mode (issue 13's target); fast mode scores
+        # the same checkpoint over fewer draws, so allow the draws' spread on top
         floor = metrics["digits_frechet_floor"]
         for variance in ("beta", "tilde"):
-            assert 3 * floor < metrics[f"digits_frechet_{variance}"] < 12 * floor, metrics
-        # ... and clipping x0-hat at every step (Ho et al.'s clip_denoised) does not help this network
-        assert metrics["digits_frechet_clip"] > metrics["digits_frechet_beta"], metrics
+            score, sd = metrics[f"digits_frechet_{variance}"], metrics[f"digits_frechet_{variance}_sd"]
+            assert floor < score < 3 * floor + 2 * sd, metrics
+        # ... and clipping x0-hat at every step (Ho et al.'s clip_denoised) does not help (not better beyond the spread)
+        tolerance = 2 * (metrics["digits_frechet_beta_sd"] + metrics["digits_frechet_clip_sd"])
+        assert metrics["digits_frechet_clip"] > metrics["digits_frechet_beta"] - tolerance, metrics
 
